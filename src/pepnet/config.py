@@ -1,0 +1,405 @@
+"""Experiment configuration: one YAML file validated by pydantic.
+
+Every section forbids unknown keys; a typo is reported with the closest valid key
+(``ConfigError: model.embeding_dim: unknown key; did you mean 'embedding_dim'?``).
+``--set a.b=value`` overrides are applied before validation (values parsed as YAML).
+"""
+from __future__ import annotations
+
+import difflib
+from pathlib import Path
+from typing import Any, Literal, get_args, get_origin
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+
+class ConfigError(ValueError):
+    """A configuration file or override is invalid; the message names the key and what was expected."""
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- schema
+
+
+class LabelSpec(_Strict):
+    """How one task's 0/1 label is read from a column.
+
+    Without ``threshold`` the column must hold 0, 1 or null. With it, the label is
+    ``value >= threshold``; values listed in ``missing_values`` (and nulls) mean "no label".
+    """
+
+    column: str
+    threshold: float | None = None
+    missing_values: list[float] = Field(default_factory=list)
+    weight: float = Field(1.0, ge=0.0, description="weight of this task's loss in the sum")
+
+
+class FeatureSpec(_Strict):
+    """A raw column used as a feature.
+
+    ``sparse``: categorical; a vocabulary of values seen at least ``min_count`` times in the
+    training split (index 0 = out of vocabulary / null), or ``hash_buckets`` buckets.
+    ``dense``: numeric; standardised with training mean and std (optionally after log1p).
+    """
+
+    name: str
+    column: str | None = None
+    kind: Literal["sparse", "dense"] = "sparse"
+    min_count: int = Field(1, ge=1)
+    hash_buckets: int | None = Field(None, gt=0)
+    log1p: bool = False
+
+    @property
+    def source(self) -> str:
+        return self.column or self.name
+
+
+class StatFeature(_Strict):
+    """A statistic of the past computed on the training split only (no leakage).
+
+    ``count``: number of earlier rows with the same ``keys``; ``rate``: smoothed mean of a task's
+    label over them (``target`` = task name); ``mean``: smoothed mean of a numeric column.
+    With a time column, training rows see only rows strictly earlier in time; evaluation rows see
+    the whole training split. Without one, training rows use leave-one-out totals.
+    The value is bucketised into ``buckets`` quantile buckets (a sparse field) or, with
+    ``as_dense``, standardised (a dense field).
+    """
+
+    name: str
+    keys: list[str] = Field(min_length=1)
+    stat: Literal["count", "rate", "mean"] = "count"
+    target: str | None = None
+    prior: float = Field(20.0, ge=0.0, description="pseudo-count of the smoothing towards the global mean")
+    buckets: int = Field(16, ge=2)
+    as_dense: bool = False
+
+    @model_validator(mode="after")
+    def _target_needed(self) -> "StatFeature":
+        if self.stat in ("rate", "mean") and not self.target:
+            raise ValueError(f"stat feature {self.name!r}: stat {self.stat!r} needs a 'target'")
+        if self.stat == "count" and self.target:
+            raise ValueError(f"stat feature {self.name!r}: stat 'count' takes no 'target'")
+        return self
+
+
+class TimeFeature(_Strict):
+    """A calendar feature of the time column (UTC), used as a sparse field."""
+
+    name: str
+    part: Literal["hour", "weekday", "month", "year"]
+
+
+class Groups(_Strict):
+    """Feature groups of the paper, by feature name. A feature may appear in several groups."""
+
+    general: list[str] = Field(min_length=1, description="E: the general features every tower sees")
+    domain_side: list[str] = Field(min_length=1, description="F_d: domain id and domain statistics (EPNet)")
+    user_prior: list[str] = Field(default_factory=list, description="F_u: user id and user statistics (PPNet)")
+    item_prior: list[str] = Field(default_factory=list, description="F_i: item id and item statistics (PPNet)")
+    author_prior: list[str] = Field(default_factory=list, description="F_a: author / context features (PPNet)")
+
+    def names(self) -> list[str]:
+        seen: dict[str, None] = {}
+        for g in (self.general, self.domain_side, self.user_prior, self.item_prior, self.author_prior):
+            for n in g:
+                seen.setdefault(n, None)
+        return list(seen)
+
+
+class SchemaConfig(_Strict):
+    domain: str = Field(description="column holding the domain (scenario) of each row")
+    user: str = Field(description="column of the user key; GAUC groups by it")
+    time: str | None = Field(None, description="column of the event time (unix seconds or datetime)")
+    labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
+    features: list[FeatureSpec] = Field(default_factory=list)
+    stats: list[StatFeature] = Field(default_factory=list)
+    time_features: list[TimeFeature] = Field(default_factory=list)
+    groups: Groups
+
+    @field_validator("labels", mode="before")
+    @classmethod
+    def _label_shorthand(cls, v: Any) -> Any:
+        # `labels: {click: is_click}` is short for `{click: {column: is_click}}`
+        if isinstance(v, dict):
+            return {k: ({"column": s} if isinstance(s, str) else s) for k, s in v.items()}
+        return v
+
+    @model_validator(mode="after")
+    def _consistent(self) -> "SchemaConfig":
+        names = [f.name for f in self.features] + [s.name for s in self.stats] + [t.name for t in self.time_features]
+        dup = sorted({n for n in names if names.count(n) > 1})
+        if dup:
+            raise ValueError(f"feature names must be unique; repeated: {dup}")
+        known = set(names)
+        for group, members in self.groups.model_dump().items():
+            for n in members:
+                if n not in known:
+                    hint = difflib.get_close_matches(n, sorted(known), n=1)
+                    extra = f"; did you mean {hint[0]!r}?" if hint else ""
+                    raise ValueError(f"groups.{group}: {n!r} is not a declared feature{extra}")
+        for s in self.stats:
+            if s.stat == "rate" and s.target not in self.labels:
+                raise ValueError(f"stat feature {s.name!r}: target {s.target!r} is not a task (tasks: {list(self.labels)})")
+        if self.time_features and not self.time:
+            raise ValueError("time_features need schema.time (the time column)")
+        return self
+
+    def task_names(self) -> list[str]:
+        return list(self.labels)
+
+
+# --------------------------------------------------------------------------- data
+
+
+class SideTable(_Strict):
+    """A table joined to the interactions on ``key`` (e.g. a user table); its columns become available."""
+
+    path: str
+    key: str
+    columns: list[str] | None = None
+
+
+class SplitConfig(_Strict):
+    method: Literal["chronological", "random", "files"] = "chronological"
+    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
+    seed: int = 0
+    valid_files: list[str] = Field(default_factory=list)
+    test_files: list[str] = Field(default_factory=list)
+
+    @field_validator("fractions")
+    @classmethod
+    def _fractions(cls, v: tuple[float, float, float]) -> tuple[float, float, float]:
+        if any(f < 0 for f in v) or v[0] <= 0 or abs(sum(v) - 1.0) > 1e-6:
+            raise ValueError(f"split fractions must be >= 0, train > 0 and sum to 1; got {list(v)}")
+        return v
+
+
+class SyntheticData(_Strict):
+    """Options of the built-in synthetic generator (``data.dataset: synthetic``)."""
+
+    n_rows: int = Field(200_000, gt=0)
+    n_users: int = Field(5_000, gt=0)
+    n_items: int = Field(20_000, gt=0)
+    n_authors: int = Field(1_000, gt=0)
+    n_domains: int = Field(3, gt=0)
+    tasks: list[str] = Field(default_factory=lambda: ["click", "like"])
+    extra_sparse: list[int] = Field(default_factory=list)
+    n_dense: int = Field(2, ge=0)
+    signal: float = Field(1.0, ge=0.0)
+    missing_rate: float = Field(0.0, ge=0.0, lt=1.0)
+    drift: float = Field(0.0, ge=0.0)
+    n_periods: int = Field(1, ge=1)
+    seed: int = 0
+
+
+class DataConfig(_Strict):
+    dataset: Literal["ciao", "synthetic"] | None = Field(
+        None, description="a built-in data set instead of files: 'ciao' (vendored) or 'synthetic' (generated)"
+    )
+    files: list[str] = Field(default_factory=list, description="parquet or CSV files (relative to the working directory)")
+    side_tables: list[SideTable] = Field(default_factory=list)
+    split: SplitConfig = Field(default_factory=SplitConfig)
+    synthetic: SyntheticData = Field(default_factory=SyntheticData)
+
+    @model_validator(mode="after")
+    def _source(self) -> "DataConfig":
+        if not self.files and self.dataset is None:
+            raise ValueError("give data.files or data.dataset")
+        if self.split.method == "files" and not (self.split.valid_files and self.split.test_files):
+            raise ValueError("split.method 'files' needs split.valid_files and split.test_files")
+        return self
+
+
+# --------------------------------------------------------------------------- model and training
+
+
+class ModelConfig(_Strict):
+    """Model hyper-parameters. Defaults are the paper's where it gives one."""
+
+    name: str = Field("pepnet", description="model from the registry (pepnet, epnet_only, ppnet_only, ...)")
+    embedding_dim: int = Field(16, gt=0, description="paper: 16 is enough")
+    hidden_units: list[int] = Field(default_factory=lambda: [512, 256, 128], min_length=1)
+    dropout: float = Field(0.0, ge=0.0, lt=1.0)
+    gamma: float = Field(2.0, gt=0.0, description="Gate NU scale: delta in [0, gamma]")
+    gate_hidden: int = Field(64, gt=0, description="hidden width of every Gate NU")
+    epnet_granularity: Literal["element", "field"] = Field("element", description="one EPNet gate per embedding element or per field")
+    stop_gradient: bool = Field(True, description="no gradient from the gates into the general embeddings E / O_ep")
+    ppnet_gate_on: Literal["input", "output"] = Field("input", description="PPNet gate scales each layer's input (paper) or output")
+    ppnet_gate_mode: Literal["split", "per_task"] = Field("split", description="one gate split into T slices, or one gate per task")
+    ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
+        default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"
+    )
+    domain_stats: bool = Field(True, description="keep the statistics in F_d (False: domain id only)")
+    options: dict[str, Any] = Field(default_factory=dict, description="model-specific options (baselines)")
+
+    @field_validator("hidden_units")
+    @classmethod
+    def _positive(cls, v: list[int]) -> list[int]:
+        if any(h <= 0 for h in v):
+            raise ValueError(f"hidden_units must be positive; got {v}")
+        return v
+
+
+class TrainConfig(_Strict):
+    epochs: int = Field(5, gt=0)
+    batch_size: int = Field(1024, gt=0)
+    eval_batch_size: int = Field(16384, gt=0)
+    embedding_lr: float = Field(0.05, gt=0.0, description="Adagrad learning rate of the embedding table")
+    dense_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of every dense weight")
+    weight_decay: float = Field(0.0, ge=0.0)
+    patience: int = Field(2, ge=0, description="epochs without improvement of validation mean GAUC before stopping")
+    monitor: Literal["gauc", "auc"] = "gauc"
+    seed: int = 42
+    deterministic: bool = False
+    threads: int | None = Field(None, gt=0)
+    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    on_nan: Literal["error", "skip"] = Field("error", description="a NaN/inf loss stops training, or the batch is skipped")
+    progress: bool = True
+    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps within an epoch (0: only at epoch end)")
+
+
+class ExperimentConfig(_Strict):
+    name: str = "experiment"
+    data: DataConfig
+    schema_: SchemaConfig = Field(alias="schema")
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+
+    def to_dict(self) -> dict[str, Any]:
+        return self.model_dump(mode="json", by_alias=True)
+
+
+# --------------------------------------------------------------------------- loading
+
+
+def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
+    """The pydantic model class reached by following ``loc`` (field names and indices) from ``model``."""
+    current: Any = model
+    for part in loc:
+        if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
+            continue
+        field = current.model_fields.get(part) or next(
+            (f for f in current.model_fields.values() if f.alias == part), None
+        )
+        if field is None:
+            return None
+        current = _unwrap(field.annotation)
+    return current if isinstance(current, type) and issubclass(current, BaseModel) else None
+
+
+def _unwrap(tp: Any) -> Any:
+    """The BaseModel inside ``list[X]``, ``dict[str, X]``, ``X | None``; else ``tp``."""
+    for arg in (get_args(tp) if get_origin(tp) is not None else ()):
+        inner = _unwrap(arg)
+        if isinstance(inner, type) and issubclass(inner, BaseModel):
+            return inner
+    return tp
+
+
+def _field_names(model: type[BaseModel]) -> list[str]:
+    return [f.alias or n for n, f in model.model_fields.items()]
+
+
+def format_validation_error(err: ValidationError, root: type[BaseModel], source: str) -> str:
+    lines = [f"invalid configuration in {source}:"]
+    for e in err.errors():
+        loc = tuple(e["loc"])
+        where = ".".join(str(p) for p in loc) or "(top level)"
+        if e["type"] == "extra_forbidden":
+            parent = _model_at(root, loc[:-1])
+            hint = difflib.get_close_matches(str(loc[-1]), _field_names(parent), n=1, cutoff=0.5) if parent else []
+            valid = f"; valid keys: {', '.join(_field_names(parent))}" if parent else ""
+            lines.append(
+                f"  {where}: unknown key" + (f"; did you mean {hint[0]!r}?" if hint else valid)
+            )
+        elif e["type"] == "missing":
+            lines.append(f"  {where}: required key is missing")
+        else:
+            got = e.get("input")
+            got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
+            lines.append(f"  {where}: {e['msg']}{got_s}")
+    return "\n".join(lines)
+
+
+def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
+    parts = dotted.split(".")
+    node: Any = tree
+    for p in parts[:-1]:
+        if isinstance(node, list):
+            node = node[int(p)]
+            continue
+        if p not in node or node[p] is None:
+            node[p] = {}
+        node = node[p]
+    if isinstance(node, list):
+        node[int(parts[-1])] = value
+    else:
+        node[parts[-1]] = value
+
+
+def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
+    """Apply ``key.path=value`` overrides (value parsed as YAML) to a raw config tree, in place."""
+    for item in overrides or []:
+        if "=" not in item:
+            raise ConfigError(f"override {item!r} must look like key.path=value")
+        key, raw = item.split("=", 1)
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
+        try:
+            _set_dotted(tree, key.strip(), value)
+        except (IndexError, ValueError, TypeError) as exc:
+            raise ConfigError(f"override {item!r}: cannot set {key!r}: {exc}") from None
+    return tree
+
+
+def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
+    if not isinstance(tree, dict):
+        raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
+    apply_overrides(tree, overrides)
+    try:
+        return ExperimentConfig.model_validate(tree)
+    except ValidationError as err:
+        raise ConfigError(format_validation_error(err, ExperimentConfig, source)) from None
+
+
+def load_config(path: str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """Read a YAML experiment file, apply overrides, validate."""
+    path = Path(path)
+    if not path.is_file():
+        bundled = Path(__file__).parent / "configs" / path.name
+        if path.parent == Path(".") and bundled.is_file():
+            path = bundled
+        else:
+            raise ConfigError(f"config file {path} does not exist")
+    try:
+        tree = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    return parse_config(tree or {}, str(path), overrides)
+
+
+__all__ = [
+    "ConfigError",
+    "DataConfig",
+    "ExperimentConfig",
+    "FeatureSpec",
+    "Groups",
+    "LabelSpec",
+    "ModelConfig",
+    "SchemaConfig",
+    "SideTable",
+    "SplitConfig",
+    "StatFeature",
+    "SyntheticData",
+    "TimeFeature",
+    "TrainConfig",
+    "load_config",
+    "parse_config",
+]
+

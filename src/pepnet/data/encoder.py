@@ -1,0 +1,309 @@
+"""The encoder: the only place that turns raw values into model inputs.
+
+``Encoder.fit`` learns everything from the training split only (vocabularies, hashing, dense
+statistics, statistics of the past and their buckets); ``Encoder.transform`` turns any frame into an
+:class:`EncodedData` of contiguous numpy arrays. Training, evaluation, predict and export all call the
+same saved encoder, so encodings cannot drift apart.
+
+Fields are laid out sparse first, then dense. Sparse ids are offset into ONE fused embedding table
+(row 0 of each field = out of vocabulary / null / unseen).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import polars as pl
+
+from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
+from .errors import DataError
+from .split import time_seconds
+from .validate import label_expr, label_matrix
+
+
+@dataclass(frozen=True)
+class FieldInfo:
+    """One model input field. ``size``: rows in the fused table (sparse) or 1 (dense); ``offset``:
+    first row of the field in the fused table (sparse) or its column in the dense matrix (dense)."""
+
+    name: str
+    kind: Literal["sparse", "dense"]
+    size: int
+    offset: int
+
+
+@dataclass
+class EncodedData:
+    """A split, encoded. N rows, Fs sparse and Fd dense fields, T tasks.
+
+    sparse: int64 [N, Fs], ids already offset into the fused table
+    dense:  float32 [N, Fd], standardised
+    labels: float32 [N, T], NaN = label missing
+    domain: int64 [N], codes into ``domain_names`` (the raw domain values as strings)
+    user:   int64 [N], group codes of the user key (for GAUC)
+    """
+
+    sparse: np.ndarray
+    dense: np.ndarray
+    labels: np.ndarray
+    domain: np.ndarray
+    user: np.ndarray
+    domain_names: list[str]
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+
+def _splitmix64(x: np.ndarray) -> np.ndarray:
+    """A well-mixed, platform-stable 64-bit hash of uint64 values (vectorised)."""
+    z = x.astype(np.uint64) + np.uint64(0x9E3779B97F4A7C15)
+    z = (z ^ (z >> np.uint64(30))) * np.uint64(0xBF58476D1CE4E5B9)
+    z = (z ^ (z >> np.uint64(27))) * np.uint64(0x94D049BB133111EB)
+    return z ^ (z >> np.uint64(31))
+
+
+def hash_ids(s: pl.Series, buckets: int) -> np.ndarray:
+    """Ids 1..buckets from a stable hash of the values (integers: splitmix64; others: blake2b of str)."""
+    if s.dtype.is_integer():
+        raw = s.cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
+        out = (_splitmix64(raw) % np.uint64(buckets)).astype(np.int64) + 1
+    else:
+        uniq = s.cast(pl.String).unique().drop_nulls()
+        codes = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") % buckets + 1 for v in uniq]
+        out = s.cast(pl.String).replace_strict(uniq, codes, default=0, return_dtype=pl.Int64).to_numpy()
+    return np.where(s.is_null().to_numpy(), 0, out)
+
+
+def _time_part(s: pl.Series, part: str) -> pl.Series:
+    dt = pl.from_epoch(time_seconds(s), time_unit="s")
+    return {"hour": dt.dt.hour, "weekday": dt.dt.weekday, "month": dt.dt.month, "year": dt.dt.year}[part]().cast(pl.Int64)
+
+
+class Encoder:
+    """Learns encodings on the training split; encodes any split the same way."""
+
+    def __init__(self, schema: SchemaConfig):
+        self.schema = schema
+        self.vocabs: dict[str, pl.Series] = {}        # sparse feature / time feature -> kept values
+        self.dense_stats: dict[str, tuple[float, float]] = {}  # dense field -> (mean, std)
+        self.stat_tables: dict[str, pl.DataFrame] = {}  # stat feature -> keys, n, s, m over the training split
+        self.stat_global: dict[str, float] = {}
+        self.stat_edges: dict[str, np.ndarray] = {}
+        self.fields: list[FieldInfo] = []
+        self.fitted = False
+
+    # ------------------------------------------------------------------ layout
+    @property
+    def sparse_fields(self) -> list[FieldInfo]:
+        return [f for f in self.fields if f.kind == "sparse"]
+
+    @property
+    def dense_fields(self) -> list[FieldInfo]:
+        return [f for f in self.fields if f.kind == "dense"]
+
+    @property
+    def num_embeddings(self) -> int:
+        """Rows of the fused embedding table."""
+        return sum(f.size for f in self.sparse_fields)
+
+    @property
+    def task_names(self) -> list[str]:
+        return self.schema.task_names()
+
+    def field_index(self, name: str) -> int:
+        for i, f in enumerate(self.fields):
+            if f.name == name:
+                return i
+        raise KeyError(f"no field named {name!r}; fields: {[f.name for f in self.fields]}")
+
+    def group(self, name: str) -> list[int]:
+        """Indices (into ``fields``: sparse first, then dense) of the features of a schema group."""
+        return [self.field_index(n) for n in getattr(self.schema.groups, name)]
+
+    # ------------------------------------------------------------------ statistics of the past
+    def _target(self, stat: StatFeature) -> pl.Expr:
+        if stat.stat == "count":
+            return pl.lit(None, dtype=pl.Float64)
+        if stat.target in self.schema.labels:
+            return label_expr(self.schema.labels[stat.target])
+        return pl.col(stat.target).cast(pl.Float64)
+
+    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool) -> np.ndarray:
+        """The un-bucketised statistic of every row of ``df`` (float64 [N])."""
+        keys = stat.keys
+        frame = df.select([pl.col(k) for k in keys] + [self._target(stat).alias("__y")])
+        if training:
+            if self.schema.time:
+                frame = frame.with_columns(__t=time_seconds(df[self.schema.time]))
+                g = (
+                    frame.group_by([*keys, "__t"])
+                    .agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+                    .sort([*keys, "__t"])
+                    .with_columns(
+                        [(pl.col(c).cum_sum().over(keys) - pl.col(c)).alias(c) for c in ("n", "s", "m")]
+                    )
+                )
+                agg = frame.join(g, on=[*keys, "__t"], how="left", maintain_order="left")
+            else:  # leave-one-out totals: a row never sees its own label
+                g = frame.group_by(keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+                agg = frame.join(g, on=keys, how="left", maintain_order="left").with_columns(
+                    n=pl.col("n") - 1,
+                    s=pl.col("s") - pl.col("__y").fill_null(0.0),
+                    m=pl.col("m") - pl.col("__y").is_not_null().cast(pl.UInt32),
+                )
+        else:
+            table = self.stat_tables[stat.name]
+            cast = [pl.col(k).cast(table.schema[k], strict=False) for k in keys]
+            agg = frame.with_columns(cast).join(table, on=keys, how="left", maintain_order="left")
+        n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
+        if stat.stat == "count":
+            return np.log1p(n)
+        s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy()
+        m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy()
+        g0 = self.stat_global[stat.name]
+        if stat.prior == 0:
+            return np.where(m > 0, s / np.maximum(m, 1.0), g0)
+        return (s + stat.prior * g0) / (m + stat.prior)
+
+    def _fit_stat(self, df: pl.DataFrame, stat: StatFeature) -> np.ndarray:
+        y = df.select(self._target(stat).alias("__y"))["__y"]
+        self.stat_global[stat.name] = float(y.mean()) if stat.stat != "count" and y.count() else 0.0
+        frame = df.select([pl.col(k) for k in stat.keys] + [self._target(stat).alias("__y")])
+        self.stat_tables[stat.name] = frame.group_by(stat.keys).agg(
+            n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count()
+        )
+        return self._stat_raw(df, stat, training=True)
+
+    # ------------------------------------------------------------------ fit / transform
+    def _sparse_specs(self) -> list[FeatureSpec | StatFeature | TimeFeature]:
+        s = self.schema
+        return [f for f in s.features if f.kind == "sparse"] + [t for t in s.stats if not t.as_dense] + list(s.time_features)
+
+    def _dense_specs(self) -> list[FeatureSpec | StatFeature]:
+        s = self.schema
+        return [f for f in s.features if f.kind == "dense"] + [t for t in s.stats if t.as_dense]
+
+    def _dense_raw(self, df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
+        v = df[spec.source].cast(pl.Float64).to_numpy()
+        return np.log1p(v) if spec.log1p else v
+
+    def fit(self, train: pl.DataFrame) -> "Encoder":
+        """Learn every encoding from the training split."""
+        if train.height == 0:
+            raise DataError("cannot fit the encoder on an empty training split")
+        sizes: list[tuple[str, str, int]] = []
+        for spec in self._sparse_specs():
+            if isinstance(spec, StatFeature):
+                raw = self._fit_stat(train, spec)
+                qs = np.quantile(raw, np.arange(1, spec.buckets) / spec.buckets)
+                self.stat_edges[spec.name] = np.unique(qs)
+                sizes.append((spec.name, "sparse", len(self.stat_edges[spec.name]) + 2))
+            elif isinstance(spec, FeatureSpec) and spec.hash_buckets:
+                sizes.append((spec.name, "sparse", spec.hash_buckets + 1))
+            else:
+                col = train[spec.source] if isinstance(spec, FeatureSpec) else _time_part(train[self.schema.time], spec.part)
+                min_count = spec.min_count if isinstance(spec, FeatureSpec) else 1
+                vc = col.drop_nulls().value_counts(name="__count")
+                kept = vc.filter(pl.col("__count") >= min_count)[vc.columns[0]]
+                self.vocabs[spec.name] = kept.sort().rename("value")
+                sizes.append((spec.name, "sparse", len(kept) + 1))
+        for spec in self._dense_specs():
+            raw = self._fit_stat(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
+            std = float(raw.std())
+            self.dense_stats[spec.name] = (float(raw.mean()), std if std > 0 else 1.0)
+            sizes.append((spec.name, "dense", 1))
+        offset, dense_col = 0, 0
+        for name, kind, size in sizes:
+            if kind == "sparse":
+                self.fields.append(FieldInfo(name, kind, size, offset))
+                offset += size
+        for name, kind, size in sizes:
+            if kind == "dense":
+                self.fields.append(FieldInfo(name, kind, size, dense_col))
+                dense_col += 1
+        self.fitted = True
+        return self
+
+    def _sparse_ids(self, df: pl.DataFrame, spec, training: bool) -> np.ndarray:
+        if isinstance(spec, StatFeature):
+            raw = self._stat_raw(df, spec, training)
+            return np.searchsorted(self.stat_edges[spec.name], raw, side="right").astype(np.int64) + 1
+        if isinstance(spec, FeatureSpec) and spec.hash_buckets:
+            return hash_ids(df[spec.source], spec.hash_buckets)
+        col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self.schema.time], spec.part)
+        vocab = self.vocabs[spec.name]
+        if col.dtype != vocab.dtype:
+            try:
+                col = col.cast(vocab.dtype)
+            except pl.exceptions.PolarsError:
+                raise DataError(f"values of dtype {col.dtype} cannot be matched to the training vocabulary of dtype "
+                                f"{vocab.dtype}; expected the same type as in training", column=col.name) from None
+        ids = col.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
+        return ids.fill_null(0).to_numpy()
+
+    def transform(self, df: pl.DataFrame, training: bool = False) -> EncodedData:
+        """Encode a frame. ``training=True`` only for the training split itself: statistics of the past
+        are then computed row by row from strictly earlier training rows (or leave-one-out)."""
+        if not self.fitted:
+            raise RuntimeError("Encoder.transform called before fit")
+        n = df.height
+        sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
+        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields)):
+            sparse[:, j] = self._sparse_ids(df, spec, training) + field.offset
+        dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
+        for j, spec in enumerate(self._dense_specs()):
+            raw = self._stat_raw(df, spec, training) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
+            mean, std = self.dense_stats[spec.name]
+            dense[:, j] = (raw - mean) / std
+        dom = df[self.schema.domain]
+        uniq = dom.unique().sort()
+        domain = dom.replace_strict(uniq, np.arange(len(uniq)), return_dtype=pl.Int64).to_numpy()
+        user = (df[self.schema.user].rank("dense").cast(pl.Int64) - 1).to_numpy()
+        return EncodedData(sparse, dense, label_matrix(df, self.schema), domain, user, [str(v) for v in uniq.to_list()])
+
+    def unseen_domains(self, df: pl.DataFrame) -> list[str]:
+        """Domain values of ``df`` that the training split never had (scored with the OOV domain embedding)."""
+        name = next((f.name for f in self.schema.features if f.source == self.schema.domain and f.name in self.vocabs), None)
+        if name is None:
+            return []
+        vocab = self.vocabs[name]
+        vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=False)
+        return [str(v) for v in vals.filter(~vals.is_in(vocab.to_list())).to_list()]
+
+    # ------------------------------------------------------------------ persistence
+    def save(self, path: str | Path) -> None:
+        path = Path(path)
+        path.mkdir(parents=True, exist_ok=True)
+        for name, vocab in self.vocabs.items():
+            pl.DataFrame({"value": vocab}).write_parquet(path / f"vocab.{name}.parquet")
+        for name, table in self.stat_tables.items():
+            table.write_parquet(path / f"stat.{name}.parquet")
+        meta = {
+            "schema": self.schema.model_dump(mode="json"),
+            "fields": [asdict(f) for f in self.fields],
+            "dense_stats": self.dense_stats,
+            "stat_global": self.stat_global,
+            "stat_edges": {k: v.tolist() for k, v in self.stat_edges.items()},
+        }
+        (path / "encoder.json").write_text(json.dumps(meta, indent=1))
+
+    @classmethod
+    def load(cls, path: str | Path) -> "Encoder":
+        path = Path(path)
+        meta = json.loads((path / "encoder.json").read_text())
+        enc = cls(SchemaConfig.model_validate(meta["schema"]))
+        enc.fields = [FieldInfo(**f) for f in meta["fields"]]
+        enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
+        enc.stat_global = meta["stat_global"]
+        enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
+        for spec in enc._sparse_specs():
+            if isinstance(spec, (FeatureSpec, TimeFeature)) and (path / f"vocab.{spec.name}.parquet").exists():
+                enc.vocabs[spec.name] = pl.read_parquet(path / f"vocab.{spec.name}.parquet")["value"]
+        for spec in enc.schema.stats:
+            enc.stat_tables[spec.name] = pl.read_parquet(path / f"stat.{spec.name}.parquet")
+        enc.fitted = True
+        return enc

@@ -1,0 +1,132 @@
+"""Check a frame against the schema before anything is trained; derive the label matrix.
+
+Each problem raises one DataError naming the file, the column, the first offending row and what was
+expected. Nothing is dropped or coerced silently.
+"""
+from __future__ import annotations
+
+import difflib
+import warnings
+
+import numpy as np
+import polars as pl
+
+from ..config import LabelSpec, SchemaConfig
+from .errors import DataError, DataWarning
+from .sources import PROVENANCE, Frame
+
+
+def required_columns(schema: SchemaConfig) -> dict[str, str]:
+    """Column name -> what it is used for, for every column the schema reads."""
+    need: dict[str, str] = {schema.domain: "domain", schema.user: "user key"}
+    if schema.time:
+        need[schema.time] = "time"
+    for task, spec in schema.labels.items():
+        need.setdefault(spec.column, f"label of task {task!r}")
+    for f in schema.features:
+        need.setdefault(f.source, f"{f.kind} feature {f.name!r}")
+    for s in schema.stats:
+        for k in s.keys:
+            need.setdefault(k, f"key of stat feature {s.name!r}")
+        if s.stat == "mean" and s.target not in schema.labels:
+            need.setdefault(s.target or "", f"target of stat feature {s.name!r}")
+    return need
+
+
+def _locate(frame: Frame, mask: pl.Series) -> tuple[str | None, int | None]:
+    hit = frame.first_bad(mask)
+    return hit if hit else (None, None)
+
+
+def check_columns(frame: Frame, schema: SchemaConfig) -> None:
+    """Every column the schema reads exists; unused columns give a warning."""
+    cols = [c for c in frame.df.columns if c not in PROVENANCE]
+    need = required_columns(schema)
+    for col, use in need.items():
+        if col not in frame.df.columns:
+            hint = difflib.get_close_matches(col, cols, n=1)
+            raise DataError(
+                f"column is missing (needed as {use})" + (f"; did you mean {hint[0]!r}?" if hint else f"; columns are {cols}"),
+                file=", ".join(frame.files), column=col,
+            )
+    unused = [c for c in cols if c not in need]
+    if unused:
+        warnings.warn(f"columns not referenced by the schema are ignored: {unused}", DataWarning, stacklevel=2)
+
+
+def _numeric(frame: Frame, col: str, use: str) -> pl.Series:
+    s = frame.df[col]
+    if s.dtype.is_numeric() or s.dtype == pl.Boolean:
+        return s.cast(pl.Float64)
+    if s.dtype.is_temporal():
+        return s
+    mask = s.cast(pl.Float64, strict=False).is_null() & s.is_not_null()
+    hits = mask.arg_true()
+    file, row = _locate(frame, mask)
+    bad = s[int(hits[0])] if hits.len() else None
+    raise DataError(f"expected numbers ({use}); found dtype {s.dtype}" + (f", first non-number {bad!r}" if bad is not None else ""),
+                    file=file or ", ".join(frame.files), column=col, row=row)
+
+
+def check_values(frame: Frame, schema: SchemaConfig) -> None:
+    """Dense features: numeric, no null / NaN / infinity. Labels: numeric; 0/1/null where no threshold."""
+    for f in schema.features:
+        if f.kind != "dense":
+            continue
+        s = _numeric(frame, f.source, f"dense feature {f.name!r}")
+        for bad, what in ((s.is_null(), "a null"), (s.is_nan(), "NaN"), (s.is_infinite(), "infinity")):
+            file, row = _locate(frame, bad)
+            if row is not None:
+                raise DataError(f"dense feature {f.name!r} holds {what}; expected a finite number", file=file, column=f.source, row=row)
+        if f.log1p:
+            file, row = _locate(frame, s <= -1)
+            if row is not None:
+                raise DataError(f"log1p needs values > -1; found {s[int((s <= -1).arg_true()[0])]}", file=file, column=f.source, row=row)
+    for task, spec in schema.labels.items():
+        s = _numeric(frame, spec.column, f"label of task {task!r}")
+        if spec.threshold is None:
+            bad = ~s.is_in([0.0, 1.0]) & s.is_not_null() & ~s.is_in(spec.missing_values)
+            file, row = _locate(frame, bad)
+            if row is not None:
+                val = s[int(bad.fill_null(False).arg_true()[0])]
+                raise DataError(f"label of task {task!r} is {val}; expected 0, 1 or null", file=file, column=spec.column, row=row)
+        else:
+            file, row = _locate(frame, s.is_nan() | s.is_infinite())
+            if row is not None:
+                raise DataError(f"label source of task {task!r} holds NaN/infinity; expected a number or null",
+                                file=file, column=spec.column, row=row)
+    if schema.time:
+        s = frame.df[schema.time]
+        if not (s.dtype.is_integer() or s.dtype.is_temporal() or s.dtype.is_float()):
+            raise DataError(f"time column has dtype {s.dtype}; expected unix seconds (integer) or a datetime",
+                            file=", ".join(frame.files), column=schema.time)
+        file, row = _locate(frame, s.is_null())
+        if row is not None:
+            raise DataError("time is null; every row needs a time for chronological splits and statistics",
+                            file=file, column=schema.time, row=row)
+    for col, use in ((schema.domain, "domain"), (schema.user, "user key")):
+        file, row = _locate(frame, frame.df[col].is_null())
+        if row is not None:
+            raise DataError(f"{use} is null; expected a value in every row", file=file, column=col, row=row)
+
+
+def label_expr(spec: LabelSpec) -> pl.Expr:
+    """Float expression of one task's label: 1.0 / 0.0, null where the row has no label."""
+    raw = pl.col(spec.column).cast(pl.Float64)
+    missing = raw.is_null() | raw.is_in(spec.missing_values) if spec.missing_values else raw.is_null()
+    value = (raw >= spec.threshold).cast(pl.Float64) if spec.threshold is not None else raw
+    return pl.when(missing).then(None).otherwise(value)
+
+
+def label_matrix(df: pl.DataFrame, schema: SchemaConfig) -> np.ndarray:
+    """Labels as float32 [N, T] in task order; NaN where a row has no label for that task."""
+    out = df.select([label_expr(spec).alias(task) for task, spec in schema.labels.items()])
+    return out.to_numpy().astype(np.float32).reshape(df.height, len(schema.labels))
+
+
+def validate(frame: Frame, schema: SchemaConfig) -> None:
+    """All checks, in the order a user would want to hear about problems."""
+    if frame.df.height == 0:
+        raise DataError("no rows; expected at least one interaction", file=", ".join(frame.files))
+    check_columns(frame, schema)
+    check_values(frame, schema)

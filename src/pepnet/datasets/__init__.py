@@ -1,0 +1,1 @@
+"""Data set generators and loaders for pepnet (see :mod:`pepnet.datasets.synthetic`)."""

@@ -1,0 +1,37 @@
+"""ModelLayout: everything a model needs to know about its inputs, as plain data (no files, no encoder)."""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+GROUPS = ("general", "domain_side", "user_prior", "item_prior", "author_prior")
+
+
+@dataclass(frozen=True)
+class ModelLayout:
+    """Input layout. Field indices count sparse fields first, then dense fields (as FeatureEmbedding emits them).
+
+    num_embeddings: rows of the fused table; n_sparse / n_dense: field counts; tasks: task names;
+    groups: group name -> field indices (general E, domain_side F_d, user/item/author priors);
+    n_domains: number of domains seen in training (for models with domain-specific parameters);
+    domain_field: index of the field holding the domain id, or None.
+    """
+
+    num_embeddings: int
+    n_sparse: int
+    n_dense: int
+    tasks: tuple[str, ...]
+    groups: dict[str, list[int]] = field(default_factory=dict)
+    n_domains: int = 1
+    domain_field: int | None = None
+    domain_offset: int = 0
+
+    @property
+    def n_tasks(self) -> int:
+        return len(self.tasks)
+
+    @property
+    def n_fields(self) -> int:
+        return self.n_sparse + self.n_dense
+
+    def group(self, name: str) -> list[int]:
+        return list(self.groups.get(name, []))

@@ -1,0 +1,60 @@
+"""PEPNet = FeatureEmbedding -> EPNet -> PPNet (Chang et al., KDD 2023, arXiv 2302.01115)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import ModelConfig
+from .embedding import FeatureEmbedding
+from .epnet import EPNet
+from .layout import ModelLayout
+from .ppnet import PPNet
+from .towers import TaskTowers
+
+
+class PEPNet(nn.Module):
+    """sparse int64 [B, Fs], dense float32 [B, Fd] -> logits float [B, T].
+
+    ``use_epnet=False`` gives the PPNet-only ablation (O_ep = E); ``use_ppnet=False`` the
+    EPNet-only ablation (plain task towers on O_ep).
+    """
+
+    def __init__(self, layout: ModelLayout, cfg: ModelConfig, use_epnet: bool = True, use_ppnet: bool = True):
+        super().__init__()
+        d = cfg.embedding_dim
+        self.layout = layout
+        self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d)
+        self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
+        self.register_buffer("domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False)
+        prior = [i for g in cfg.ppnet_priors for i in layout.group(g)]
+        self.register_buffer("prior_idx", torch.tensor(prior, dtype=torch.long), persistent=False)
+        n_general = len(layout.group("general"))
+        self.epnet = EPNet(n_general, len(layout.group("domain_side")), d, cfg.gate_hidden, cfg.gamma,
+                           cfg.epnet_granularity, cfg.stop_gradient) if use_epnet else None
+        self.ppnet = PPNet(n_general * d, len(prior) * d, cfg.hidden_units, layout.n_tasks, cfg.gate_hidden, cfg.gamma,
+                           cfg.ppnet_gate_on, cfg.ppnet_gate_mode, cfg.stop_gradient, cfg.dropout) if use_ppnet else None
+        self.towers = None if use_ppnet else TaskTowers(n_general * d, cfg.hidden_units, layout.n_tasks, cfg.dropout)
+
+    def forward_with_gates(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+        """Logits [B, T] and the gate outputs: ``epnet`` [B, Fg, d|1], ``ppnet.l`` [B, T, w_l]."""
+        emb = self.embedding(sparse, dense)                      # [B, F, d]
+        general = emb.index_select(1, self.general_idx)          # E: [B, Fg, d]
+        gates: dict[str, torch.Tensor] = {}
+        if self.epnet is not None:
+            o_ep, gates["epnet"] = self.epnet(general, emb.index_select(1, self.domain_idx))
+        else:
+            o_ep = general
+        o_ep = o_ep.flatten(1)                                   # [B, Fg * d]
+        if self.ppnet is not None:
+            prior = emb.index_select(1, self.prior_idx).flatten(1)  # [B, P * d]
+            logits, deltas = self.ppnet(o_ep, prior)
+            gates.update({f"ppnet.{i}": g for i, g in enumerate(deltas)})
+        else:
+            logits = self.towers(o_ep)
+        return logits, gates
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        return self.forward_with_gates(sparse, dense)[0]
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return self.embedding.embedding_parameters()

@@ -1,0 +1,39 @@
+"""PPNet: parameter personalisation of every task tower layer by prior features (PEPNet, Sec. 3.4)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from .gates import GateNU
+from .towers import TaskTowers
+
+
+class PPNet(nn.Module):
+    """Task towers whose every hidden layer is scaled by a Gate NU of the prior features.
+
+    Gate input: ``prior ++ stopgrad(O_ep)`` (prior = E(F_u) ++ E(F_i) ++ E(F_a), flattened; it is
+    NOT detached, so the prior embeddings learn through the gates). One Gate NU per layer, its output
+    split into T slices of the layer's width (``gate_mode="split"``) or one Gate NU per task
+    (``"per_task"``). Task t at layer l: ``O_t = delta_t * H_t``, ``H_t' = relu(O_t W_t + b_t)``.
+
+    forward(o_ep, prior): o_ep float [B, D]; prior float [B, P] (P may be 0).
+    Returns (logits float [B, T], gates: list of float [B, T, w_l], one per layer).
+    """
+
+    def __init__(self, in_dim: int, prior_dim: int, hidden_units: list[int], n_tasks: int, gate_hidden: int = 64,
+                 gamma: float = 2.0, gate_on: str = "input", gate_mode: str = "split", stop_gradient: bool = True,
+                 dropout: float = 0.0):
+        super().__init__()
+        self.n_tasks, self.stop_gradient = n_tasks, stop_gradient
+        self.towers = TaskTowers(in_dim, hidden_units, n_tasks, dropout=dropout, gate_on=gate_on)
+        gate_in = prior_dim + in_dim
+        per_task = gate_mode == "per_task"
+        self.gates = nn.ModuleList(
+            GateNU(gate_in, w if per_task else n_tasks * w, hidden=gate_hidden, gamma=gamma, groups=n_tasks if per_task else 1)
+            for w in self.towers.gate_widths
+        )
+
+    def forward(self, o_ep: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+        x = torch.cat([prior, o_ep.detach() if self.stop_gradient else o_ep], dim=1)
+        deltas = [g(x).view(x.shape[0], self.n_tasks, -1) for g in self.gates]
+        return self.towers(o_ep, deltas), deltas

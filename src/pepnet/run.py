@@ -1,0 +1,242 @@
+"""The Python API: ``fit(config, out) -> Run``, ``Run.load(dir)``, ``Run.evaluate(...)``, ``Run.predict(...)``.
+
+The command line is a thin layer over these functions. A run directory holds:
+config.yaml, encoder/, model.pt (best weights), checkpoint.pt (last training state), history.csv,
+metrics.json / metrics.csv (test split), run.json (versions, seed, git revision, data fingerprints).
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import platform
+import subprocess
+import warnings
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+from torch import nn
+
+from .config import ExperimentConfig, ModelConfig, load_config, parse_config
+from .data.batches import TensorData
+from .data.encoder import EncodedData, Encoder
+from .data.errors import DataError, DataWarning
+from .data.sources import Frame, load_data, read_files
+from .data.split import SPLITS, split_frame
+from .data.validate import validate
+from .metrics import MetricsReport, evaluate
+from .nn import ModelLayout, build_model
+from .train.checkpoint import load_checkpoint
+from .train.trainer import BEST, Trainer, predict_probs, resolve_device, seed_everything
+
+CONFIG_FILE = "config.yaml"
+ENCODER_DIR = "encoder"
+LAYOUT_FILE = "layout.json"
+
+
+def layout_from_encoder(encoder: Encoder, cfg: ModelConfig, n_domains: int) -> ModelLayout:
+    """The model's input layout from a fitted encoder (group names -> field indices)."""
+    schema = encoder.schema
+    groups = {g: encoder.group(g) for g in ("general", "domain_side", "user_prior", "item_prior", "author_prior")}
+    domain_fields = [encoder.field_index(f.name) for f in schema.features if f.source == schema.domain and f.kind == "sparse"]
+    if not cfg.domain_stats:
+        groups["domain_side"] = [i for i in groups["domain_side"] if i in domain_fields] or groups["domain_side"][:1]
+    dom = domain_fields[0] if domain_fields else None
+    return ModelLayout(
+        num_embeddings=encoder.num_embeddings, n_sparse=len(encoder.sparse_fields), n_dense=len(encoder.dense_fields),
+        tasks=tuple(encoder.task_names), groups=groups, n_domains=n_domains, domain_field=dom,
+        domain_offset=encoder.fields[dom].offset if dom is not None else 0,
+    )
+
+
+def _git_revision() -> str | None:
+    try:
+        out = subprocess.run(["git", "rev-parse", "HEAD"], capture_output=True, text=True, timeout=5,
+                             cwd=Path(__file__).resolve().parent)
+        return out.stdout.strip() or None if out.returncode == 0 else None
+    except (OSError, subprocess.SubprocessError):
+        return None
+
+
+def _fingerprint(files: list[str]) -> dict[str, str]:
+    out = {}
+    for f in files:
+        p = Path(f)
+        if p.is_file():
+            h = hashlib.sha256()
+            with open(p, "rb") as fh:
+                for chunk in iter(lambda: fh.read(1 << 20), b""):
+                    h.update(chunk)
+            out[f] = h.hexdigest()
+    return out
+
+
+def _check_labels(name: str, data: EncodedData, tasks: list[str]) -> None:
+    for t, task in enumerate(tasks):
+        y = data.labels[:, t]
+        y = y[~np.isnan(y)]
+        if y.size == 0 or y.min() == y.max():
+            what = "no labels" if y.size == 0 else f"only {'positive' if y[0] == 1 else 'negative'} labels"
+            warnings.warn(f"the {name} split has {what} for task {task!r}; its AUC there is undefined", DataWarning, stacklevel=3)
+
+
+@dataclass
+class Prepared:
+    """Data ready for training: the splits as frames and encoded arrays, and the fitted encoder."""
+
+    frames: dict[str, Frame]
+    encoded: dict[str, EncodedData]
+    encoder: Encoder
+
+
+def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print) -> Prepared:
+    """Load, validate, split and encode the configured data (fitting a new encoder unless one is given)."""
+    schema = config.schema_
+    frame = load_data(config.data)
+    validate(frame, schema)
+    frames = split_frame(frame, config.data, schema)
+    if config.data.split.method == "files":
+        for name in ("valid", "test"):
+            validate(frames[name], schema)
+    log("rows: " + ", ".join(f"{k} {v.df.height:,}" for k, v in frames.items()))
+    encoder = encoder or Encoder(schema).fit(frames["train"].df)
+    encoded = {k: encoder.transform(v.df, training=(k == "train")) for k, v in frames.items()}
+    for name in SPLITS:
+        _check_labels(name, encoded[name], encoder.task_names)
+    for name in ("valid", "test"):
+        unseen = encoder.unseen_domains(frames[name].df)
+        if unseen:
+            warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
+                          "out-of-vocabulary domain embedding and reported under their own name", DataWarning, stacklevel=2)
+    return Prepared(frames, encoded, encoder)
+
+
+def score(model: nn.Module, data: EncodedData, tasks: list[str], batch_size: int, device: torch.device) -> MetricsReport:
+    probs = predict_probs(model, TensorData(data), batch_size, device)
+    return evaluate(probs, data.labels, data.domain, data.user, tasks, data.domain_names)
+
+
+class Run:
+    """A trained run: its directory, config, encoder and best model."""
+
+    def __init__(self, directory: str | Path, config: ExperimentConfig, encoder: Encoder, model: nn.Module,
+                 report: MetricsReport | None = None):
+        self.dir, self.config, self.encoder, self.model, self.report = Path(directory), config, encoder, model, report
+        self.device = next(model.parameters()).device
+
+    @classmethod
+    def load(cls, directory: str | Path, device: str = "cpu") -> "Run":
+        directory = Path(directory)
+        if not (directory / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"{directory} is not a run directory (no {CONFIG_FILE})")
+        config = load_config(directory / CONFIG_FILE)
+        encoder = Encoder.load(directory / ENCODER_DIR)
+        layout = json.loads((directory / LAYOUT_FILE).read_text())
+        layout = ModelLayout(**{**layout, "tasks": tuple(layout["tasks"]),
+                                "groups": {k: list(v) for k, v in layout["groups"].items()}})
+        model = build_model(layout, config.model)
+        model.load_state_dict(load_checkpoint(directory / BEST))
+        model.to(resolve_device(device)).eval()
+        report = MetricsReport.from_json(directory / "metrics.json") if (directory / "metrics.json").is_file() else None
+        return cls(directory, config, encoder, model, report)
+
+    def _encode_files(self, files: list[str]) -> tuple[Frame, EncodedData]:
+        frame = read_files(files)
+        validate(frame, self.encoder.schema)
+        return frame, self.encoder.transform(frame.df)
+
+    def evaluate(self, data: list[str] | str | None = None) -> MetricsReport:
+        """Metrics on new files, or (``data=None``) on the configured test split."""
+        if data is None:
+            encoded = prepare(self.config, encoder=self.encoder, log=lambda _: None).encoded["test"]
+        else:
+            encoded = self._encode_files([data] if isinstance(data, str) else list(data))[1]
+        return score(self.model, encoded, self.encoder.task_names, self.config.train.eval_batch_size, self.device)
+
+    def predict(self, data: list[str] | str) -> pl.DataFrame:
+        """Probabilities ``p_<task>`` for every row of the files, beside the domain and user columns, in input order."""
+        frame, encoded = self._encode_files([data] if isinstance(data, str) else list(data))
+        probs = predict_probs(self.model, TensorData(encoded), self.config.train.eval_batch_size, self.device)
+        schema = self.encoder.schema
+        keys = frame.df.select(schema.domain, schema.user)
+        return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+
+
+def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
+        overrides: list[str] | None = None, log: Callable[[str], None] = print) -> Run:
+    """Train the configured model; write the run directory ``out``; evaluate the best model on the test split."""
+    out = Path(out)
+    if resume:
+        if not (out / CONFIG_FILE).is_file():
+            raise FileNotFoundError(f"--resume: {out} has no {CONFIG_FILE}; nothing to resume")
+        config = load_config(out / CONFIG_FILE, overrides)
+    elif not isinstance(config, ExperimentConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        config = parse_config(config.to_dict(), "<config>", overrides)
+    tc = config.train
+    seed_everything(tc.seed, tc.deterministic, tc.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    encoder = Encoder.load(out / ENCODER_DIR) if resume and (out / ENCODER_DIR / "encoder.json").is_file() else None
+    prep = prepare(config, encoder=encoder, log=log)
+    encoder = prep.encoder
+    if not resume:
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        encoder.save(out / ENCODER_DIR)
+        _write_run_info(out, config, prep)
+    layout = layout_from_encoder(encoder, config.model, len(prep.encoded["train"].domain_names))
+    (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
+    model = build_model(layout, config.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
+    device = resolve_device(tc.device)
+    weights = [spec.weight for spec in config.schema_.labels.values()]
+    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log)
+    if resume:
+        trainer.resume()
+    valid = prep.encoded["valid"]
+
+    def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
+        rep = score(m, valid, encoder.task_names, tc.eval_batch_size, device)
+        s = rep.summary()
+        value = s[f"mean_{tc.monitor}"]
+        return (value if np.isfinite(value) else -np.inf), {f"valid_{k}": v for k, v in s.items()}
+
+    state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid)
+    pl.DataFrame(state.history).write_csv(out / "history.csv")
+    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+    report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device)
+    report.to_json(out / "metrics.json")
+    report.to_csv(out / "metrics.csv")
+    log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f}); test metrics:")
+    return Run(out, config, encoder, model, report)
+
+
+def _write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None:
+    import importlib.metadata as md
+
+    versions = {}
+    for pkg in ("pepnet", "torch", "numpy", "polars", "pyarrow", "pydantic"):
+        try:
+            versions[pkg] = md.version(pkg)
+        except md.PackageNotFoundError:
+            versions[pkg] = None
+    files = sorted({f for fr in prep.frames.values() for f in fr.files})
+    info = {
+        "seed": config.train.seed,
+        "deterministic": config.train.deterministic,
+        "versions": versions,
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "git_revision": _git_revision(),
+        "data_fingerprints": _fingerprint(files),
+        "rows": {k: v.df.height for k, v in prep.frames.items()},
+    }
+    (out / "run.json").write_text(json.dumps(info, indent=1))
+
+
+__all__ = ["DataError", "Prepared", "Run", "fit", "layout_from_encoder", "prepare", "score"]

@@ -1,0 +1,21 @@
+"""Optimisers as the paper trains PEPNet: Adagrad for embeddings, Adam for dense weights."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+from ..config import TrainConfig
+
+
+def make_optimizers(model: nn.Module, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
+    """[Adagrad(embedding parameters), Adam(every other parameter)]. The model names its embedding
+    parameters through ``embedding_parameters()``; sparse (row-wise) gradients are supported."""
+    emb = list(model.embedding_parameters()) if hasattr(model, "embedding_parameters") else []
+    emb_ids = {id(p) for p in emb}
+    dense = [p for p in model.parameters() if p.requires_grad and id(p) not in emb_ids]
+    opts: list[torch.optim.Optimizer] = []
+    if emb:
+        opts.append(torch.optim.Adagrad(emb, lr=cfg.embedding_lr))
+    if dense:
+        opts.append(torch.optim.Adam(dense, lr=cfg.dense_lr, weight_decay=cfg.weight_decay))
+    return opts
