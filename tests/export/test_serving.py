@@ -1,0 +1,69 @@
+"""Export for serving: the exported program reproduces the eager model; the Predictor needs no labels."""
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import polars as pl
+import pytest
+import torch
+from typer.testing import CliRunner
+
+import pepnet
+from pepnet.cli import app, resolve_config
+from pepnet.datasets.synthetic import SyntheticSpec, generate
+from pepnet.export import Predictor, export_run
+
+TINY = ["data.synthetic.n_rows=3000", "data.synthetic.n_users=300", "data.synthetic.n_items=500",
+        "train.epochs=1", "train.progress=false", "model.hidden_units=[16, 8]"]
+
+
+@pytest.fixture(scope="module")
+def run_dir(tmp_path_factory):
+    out = tmp_path_factory.mktemp("run")
+    pepnet.fit(resolve_config("synthetic"), out, overrides=TINY, log=lambda _: None)
+    return out
+
+
+def test_export_matches_eager_on_real_rows(run_dir, tmp_path):
+    export_run(run_dir, tmp_path / "export")
+    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    assert manifest["tasks"] == ["click", "like"] and manifest["max_abs_diff_vs_eager"] <= 1e-5
+    rows = generate(SyntheticSpec(n_rows=700, n_users=300, n_items=500, seed=5))
+    rows.write_parquet(tmp_path / "rows.parquet")
+    eager = pepnet.Run.load(run_dir).predict(str(tmp_path / "rows.parquet"))
+    served = Predictor(tmp_path / "export").predict(rows.drop(["click", "like"]))  # serving rows carry no labels
+    assert served.height == 700 and served.columns == eager.columns
+    for t in ("p_click", "p_like"):
+        np.testing.assert_allclose(served[t].to_numpy(), eager[t].to_numpy(), atol=1e-6)
+        assert served[t].n_unique() > 1
+
+
+def test_exported_program_has_dynamic_batch(run_dir, tmp_path):
+    export_run(run_dir, tmp_path / "export")
+    module = torch.export.load(tmp_path / "export" / "model.pt2").module()
+    man = json.loads((tmp_path / "export" / "manifest.json").read_text())
+    fs, fd = len(man["inputs"]["sparse"]), len(man["inputs"]["dense"])
+    for b in (1, 5, 1000):
+        out = module(torch.zeros(b, fs, dtype=torch.long), torch.zeros(b, fd))
+        assert out.shape == (b, 2)
+
+
+def test_export_cli_and_missing_dir(run_dir, tmp_path):
+    res = CliRunner().invoke(app, ["export", str(run_dir), "--out", str(tmp_path / "e")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "e" / "model.pt2").is_file() and (tmp_path / "e" / "encoder" / "encoder.json").is_file()
+    with pytest.raises(FileNotFoundError, match="not an export directory"):
+        Predictor(tmp_path / "nothing")
+
+
+def test_gates_report(run_dir, tmp_path):
+    res = CliRunner().invoke(app, ["gates", str(run_dir), "--out", str(tmp_path / "g")])
+    assert res.exit_code == 0, res.output
+    ep = pl.read_csv(tmp_path / "g" / "gates_epnet.csv")
+    pp = pl.read_csv(tmp_path / "g" / "gates_ppnet.csv")
+    assert ep.height == 3 and "domain_id" in ep.columns  # one row per domain, one column per general field
+    values = ep.drop("domain").to_numpy()
+    assert np.all((values > 0) & (values < 2))  # gamma = 2
+    assert set(pp["layer"].to_list()) == {0, 1} and {"click", "like"} <= set(pp.columns)
+    assert (tmp_path / "g" / "gates.png").stat().st_size > 1000
