@@ -93,7 +93,7 @@ def join_side_tables(frame: Frame, tables: list[SideTable]) -> Frame:
             if missing:
                 raise DataError(f"columns {missing} not in side table; it has {side.columns}", file=t.path)
             side = side.select([t.key, *t.columns])
-        dup = side[t.key].is_duplicated()
+        dup = ~side[t.key].is_first_distinct()  # the first row that repeats an earlier key
         if dup.any():
             row = int(dup.arg_true()[0])
             raise DataError(f"join key value {side[t.key][row]!r} repeats; side table keys must be unique",
