@@ -1,12 +1,15 @@
 """Command line: a thin layer over the Python API in :mod:`pepnet.run`.
 
-pepnet fit CONFIG --out RUN_DIR [--set key=value ...] [--resume]
+pepnet fit CONFIG --out RUN_DIR [--set key=value ...] [--resume [--data NEW_FILE]]
+pepnet stream CONFIG --data DIR_OF_PERIOD_FILES --out RUN_DIR [--passes N]
 pepnet evaluate RUN_DIR [--data FILE]
 pepnet predict RUN_DIR --data FILE --out preds.parquet
 pepnet quickstart [--out RUN_DIR]
+pepnet compare CONFIG --out DIR [--models a,b,...] [--seeds N] [--ablations]
 """
 from __future__ import annotations
 
+import os
 import sys
 import warnings
 from functools import wraps
@@ -31,13 +34,17 @@ def _friendly(fn: Callable) -> Callable:
         from .train.checkpoint import CheckpointError
         from .train.trainer import TrainingError
 
-        warnings.simplefilter("default")
-        warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
-        try:
-            return fn(*args, **kwargs)
-        except (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError) as exc:
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from None
+        shown = warnings.formatwarning
+        with warnings.catch_warnings():  # the process's warning settings are restored on return
+            warnings.simplefilter("default")
+            warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
+            try:
+                return fn(*args, **kwargs)
+            except (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError) as exc:
+                typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            finally:
+                warnings.formatwarning = shown
 
     return wrapper
 
@@ -65,16 +72,59 @@ def resolve_config(path: str) -> Path:
 @app.command()
 @_friendly
 def fit(
-    config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, synthetic)"),
+    config: Optional[str] = typer.Argument(None, help="YAML experiment file, or a bundled config name (ciao, "
+                                           "synthetic); not needed with --resume"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: --set train.epochs=3"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="with --resume: new period file(s) to learn "
+                                             "online (evaluate on each, then train on it), as `pepnet stream` does"),
+    nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on this machine (runs torchrun; "
+                              "gloo on CPU, nccl on GPU)"),
 ) -> None:
     """Train a model and evaluate it on the test split."""
     from .run import fit as fit_run
 
+    if config is None and not resume:
+        raise typer.BadParameter("give a CONFIG (a YAML file or a bundled config name), or --resume")
+    if nproc > 1 and "WORLD_SIZE" not in os.environ:
+        from .train.distributed import launch
+
+        argv = ["fit", *([config] if config else []), "--out", str(out), *[a for s in set_ or [] for a in ("--set", s)]]
+        raise typer.Exit(launch(nproc, argv + (["--resume"] if resume else [])))
+
+    if data:
+        if not resume:
+            raise typer.BadParameter("--data needs --resume (use `pepnet stream` to start an online run)")
+        _stream_into(out, data, None, set_, 1)
+        return
     run = fit_run(resolve_config(config) if not resume else out / "config.yaml", out, resume=resume, overrides=set_)
-    _show(run.report, out)
+    if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
+        _show(run.report, out)
+
+
+def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optional[list[str]], passes: int) -> None:
+    from .train.stream import STREAM_CSV, STREAM_PNG, period_files, stream
+
+    files = [f for d in data for f in period_files(d)]
+    run = stream(files, out, config, overrides=set_, passes=passes)
+    last = run.history[-1] if run.history else {}
+    typer.echo(f"\n{len(run.history)} period(s) in {out}; last progressive mean AUC {last.get('mean_auc')}")
+    typer.echo(f"written: {out / STREAM_CSV}, {out / STREAM_PNG}, {out / 'model.pt'}")
+
+
+@app.command("stream")
+@_friendly
+def stream_cmd(
+    config: str = typer.Argument(..., help="YAML experiment file or bundled config name (ignored when --out holds a run)"),
+    data: list[str] = typer.Option(..., "--data", help="a folder of period files (sorted by name = time order) or files"),
+    out: Path = typer.Option(..., "--out", "-o", help="run directory (created, or continued if it holds a run)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key (new runs only)"),
+    passes: int = typer.Option(1, "--passes", min=1, help="training passes over each period"),
+) -> None:
+    """Online training: for each period, evaluate the current model on it, then train on it."""
+    cfg = None if (out / "config.yaml").is_file() else resolve_config(config)
+    _stream_into(out, data, cfg, set_, passes)
 
 
 @app.command()
@@ -113,6 +163,79 @@ def predict(
 
 @app.command()
 @_friendly
+def bench(
+    config: str = typer.Argument(..., help="YAML experiment file or bundled config name (industrial, ciao, ...)"),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
+    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch (default: the config's)"),
+    infer_batch_size: Optional[int] = typer.Option(None, "--infer-batch-size", help="inference batch (default: train.eval_batch_size)"),
+    steps: int = typer.Option(20, "--steps", help="steps per timed window"),
+    windows: int = typer.Option(5, "--windows", help="timed windows (the median is reported)"),
+    warmup: int = typer.Option(5, "--warmup", help="untimed steps first"),
+    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every variant"),
+    variant: Optional[list[str]] = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
+    naive: bool = typer.Option(True, "--naive/--no-naive", help="also time the straightforward implementation"),
+    ablations: bool = typer.Option(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
+    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
+) -> None:
+    """Training / inference samples/s vs the FLOP bound and a straightforward implementation."""
+    import json
+
+    from .bench import format_table, run_bench
+
+    variants = None
+    if variant:
+        variants = {}
+        for v in variant:
+            label, _, rest = v.partition(":")
+            variants[label.strip()] = rest.split()
+    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size, infer_batch_size=infer_batch_size,
+                       steps=steps, windows=windows, warmup=warmup, threads=threads, overrides=set_, variants=variants,
+                       naive=naive, ablations=ablations, command="pepnet " + " ".join(sys.argv[1:]))
+    typer.echo(format_table(result))
+    if json_out is not None:
+        json_out.parent.mkdir(parents=True, exist_ok=True)
+        json_out.write_text(json.dumps(result, indent=1))
+        typer.echo(f"written: {json_out}")
+
+
+@app.command("export")
+@_friendly
+def export_cmd(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
+    out: Path = typer.Option(..., "--out", help="export directory (model.pt2 + encoder/ + manifest.json)"),
+) -> None:
+    """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
+    from .export import export_run
+
+    path = export_run(run_dir, out)
+    typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
+
+
+@app.command()
+@_friendly
+def gates(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
+    data: Optional[list[str]] = typer.Option(None, "--data", help="rows to average over (default: the run's test split)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
+) -> None:
+    """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
+    from .gates import run_gates
+    from .run import Run, prepare
+
+    run = Run.load(run_dir)
+    encoded = run._encode_files(data)[1] if data else prepare(run.config, encoder=run.encoder, log=lambda _: None).encoded["test"]
+    summary = run_gates(run, encoded)
+    paths = summary.write(out or run_dir)
+    with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):
+        for table in (summary.epnet, summary.ppnet):
+            if table is not None:
+                typer.echo(table)
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run directory"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
@@ -123,6 +246,29 @@ def quickstart(
     typer.echo("pepnet quickstart: PEPNet on Ciao (Tang et al. 2012), chronological 80/10/10 split")
     run = fit_run(BUNDLED_CONFIGS / "ciao.yaml", out, overrides=set_)
     _show(run.report, out)
+
+
+@app.command()
+@_friendly
+def compare(
+    config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, synthetic)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .csv / .md / .png and the runs"),
+    models: Optional[list[str]] = typer.Option(None, "--models", help="models to compare, comma-separated or repeated "
+                                               "(default: shared_bottom,mmoe,ple,star,epnet_only,ppnet_only,pepnet,gbdt)"),
+    seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
+    ablations: bool = typer.Option(False, "--ablations", help="also run PEPNet's ablation grid (one flag changed each)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
+) -> None:
+    """Baselines and ablations side by side: every model x seed on one prepared data set; mean +- std tables."""
+    from .compare import compare as run_compare, format_tables
+
+    names = [m.strip() for item in (models or []) for m in item.split(",") if m.strip()] or None
+    try:
+        result = run_compare(resolve_config(config), out, models=names, seeds=seeds, ablations=ablations, overrides=set_)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_tables(result, per_domain=False))
 
 
 def main() -> None:

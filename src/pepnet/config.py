@@ -52,6 +52,8 @@ class FeatureSpec(_Strict):
     min_count: int = Field(1, ge=1)
     hash_buckets: int | None = Field(None, gt=0)
     log1p: bool = False
+    reserve: int = Field(0, ge=0, description="embedding rows kept free for values first seen after fitting "
+                         "(online training grows the vocabulary into them; once full, new values hash into them)")
 
     @property
     def source(self) -> str:
@@ -169,6 +171,9 @@ class SplitConfig(_Strict):
     seed: int = 0
     valid_files: list[str] = Field(default_factory=list)
     test_files: list[str] = Field(default_factory=list)
+    test_stats: Literal["train", "train+valid"] = Field(
+        "train", description="rows whose statistics of the past the test split sees: the training split, or the "
+        "training and validation splits (all rows before the test period; no test label is ever used)")
 
     @field_validator("fractions")
     @classmethod
@@ -260,6 +265,15 @@ class TrainConfig(_Strict):
     on_nan: Literal["error", "skip"] = Field("error", description="a NaN/inf loss stops training, or the batch is skipped")
     progress: bool = True
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps within an epoch (0: only at epoch end)")
+    memory_limit_gb: float | None = Field(None, gt=0, description="memory budget of the pre-training memory check "
+                                          "(default: available RAM, or free GPU memory on CUDA)")
+    amp: Literal["none", "bf16"] = Field("none", description="mixed precision: bf16 autocast of the forward pass "
+                                         "(CUDA; on CPU it runs but is rarely faster)")
+    compile: bool = Field(False, description="torch.compile the model's dense part (gates and towers)")
+    prefetch: int = Field(2, ge=0, description="batches prepared ahead in a background thread (pinned memory, "
+                          "non-blocking copies) when training on a GPU; 0: off; ignored on CPU")
+    data_on_device: bool = Field(False, description="move the whole training split to the training device once "
+                                 "(GPU: no per-batch host copies; needs the split to fit in GPU memory)")
 
 
 class ExperimentConfig(_Strict):
@@ -279,7 +293,11 @@ class ExperimentConfig(_Strict):
 def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] | None:
     """The pydantic model class reached by following ``loc`` (field names and indices) from ``model``."""
     current: Any = model
+    dict_key = False  # the next part is a key of a dict-valued field (e.g. a task name under labels)
     for part in loc:
+        if dict_key:
+            dict_key = False
+            continue
         if isinstance(part, int) or not (isinstance(current, type) and issubclass(current, BaseModel)):
             continue
         field = current.model_fields.get(part) or next(
@@ -288,6 +306,7 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
         if field is None:
             return None
         current = _unwrap(field.annotation)
+        dict_key = get_origin(field.annotation) is dict
     return current if isinstance(current, type) and issubclass(current, BaseModel) else None
 
 
@@ -322,6 +341,8 @@ def format_validation_error(err: ValidationError, root: type[BaseModel], source:
             got = e.get("input")
             got_s = "" if isinstance(got, (dict, list)) else f" (got {got!r})"
             lines.append(f"  {where}: {e['msg']}{got_s}")
+    if len(lines) == 2:  # a single problem fits on one line
+        return f"{lines[0]} {lines[1].strip()}"
     return "\n".join(lines)
 
 
@@ -343,6 +364,9 @@ def _set_dotted(tree: dict[str, Any], dotted: str, value: Any) -> None:
 
 def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[str, Any]:
     """Apply ``key.path=value`` overrides (value parsed as YAML) to a raw config tree, in place."""
+    labels = (tree.get("schema") or {}).get("labels")
+    if overrides and isinstance(labels, dict):  # expand `task: column` shorthands so `labels.task.weight=2` works
+        tree["schema"]["labels"] = {k: ({"column": v} if isinstance(v, str) else v) for k, v in labels.items()}
     for item in overrides or []:
         if "=" not in item:
             raise ConfigError(f"override {item!r} must look like key.path=value")

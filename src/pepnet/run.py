@@ -6,6 +6,7 @@ metrics.json / metrics.csv (test split), run.json (versions, seed, git revision,
 """
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import platform
@@ -25,13 +26,16 @@ from .config import ExperimentConfig, ModelConfig, load_config, parse_config
 from .data.batches import TensorData
 from .data.encoder import EncodedData, Encoder
 from .data.errors import DataError, DataWarning
-from .data.sources import Frame, load_data, read_files
+from .data.sources import PROVENANCE, Frame, load_data, read_files
 from .data.split import SPLITS, split_frame
 from .data.validate import validate
 from .metrics import MetricsReport, evaluate
 from .nn import ModelLayout, build_model
+from .train import distributed
 from .train.checkpoint import load_checkpoint
-from .train.trainer import BEST, Trainer, predict_probs, resolve_device, seed_everything
+from .train.distributed import DistContext
+from .train.memory import check_memory, plan_memory
+from .train.trainer import BEST, Trainer, TrainState, predict_probs, resolve_device, seed_everything
 
 CONFIG_FILE = "config.yaml"
 ENCODER_DIR = "encoder"
@@ -75,6 +79,28 @@ def _fingerprint(files: list[str]) -> dict[str, str]:
     return out
 
 
+def _split_fingerprints(prep: "Prepared") -> dict[str, str]:
+    """sha256 of every split's rows (all columns but provenance; for files and built-in data sets alike)."""
+    out = {}
+    for name, fr in prep.frames.items():
+        df = fr.df.drop([c for c in PROVENANCE if c in fr.df.columns])
+        out[name] = hashlib.sha256(df.hash_rows(seed=0).to_numpy().tobytes()).hexdigest()
+    return out
+
+
+def _check_same_data(out: Path, prep: "Prepared") -> None:
+    """On resume: the splits must be those the run started with (run.json), or the resumed run is not that run."""
+    info = json.loads((out / "run.json").read_text()) if (out / "run.json").is_file() else {}
+    before = info.get("split_fingerprints")
+    if before:
+        now = _split_fingerprints(prep)
+        changed = [k for k in before if now.get(k) != before[k]]
+        if changed:
+            raise DataError(f"--resume: the {', '.join(changed)} split(s) differ from those the run in {out} started "
+                            "with (run.json split_fingerprints); expected the same data. Start a new run instead",
+                            file=", ".join(sorted({f for fr in prep.frames.values() for f in fr.files})))
+
+
 def _check_labels(name: str, data: EncodedData, tasks: list[str]) -> None:
     for t, task in enumerate(tasks):
         y = data.labels[:, t]
@@ -91,6 +117,19 @@ class Prepared:
     frames: dict[str, Frame]
     encoded: dict[str, EncodedData]
     encoder: Encoder
+    test_encoder: Encoder | None = None  # the encoder of the test split when its statistics also count validation rows
+
+
+def transform(encoder: Encoder, frame: Frame, training: bool = False) -> EncodedData:
+    """``encoder.transform(frame.df)``; an encoding error about a column (e.g. a dtype that differs from training)
+    is raised again naming the file and the first row holding a value of that column."""
+    try:
+        return encoder.transform(frame.df, training=training)
+    except DataError as exc:
+        if exc.file is not None or exc.column not in frame.df.columns:
+            raise
+        file, row = frame.first_bad(frame.df[exc.column].is_not_null()) or (", ".join(frame.files), None)
+        raise DataError(exc.detail, file=file, column=exc.column, row=row) from None
 
 
 def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print) -> Prepared:
@@ -104,7 +143,12 @@ def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Calla
             validate(frames[name], schema)
     log("rows: " + ", ".join(f"{k} {v.df.height:,}" for k, v in frames.items()))
     encoder = encoder or Encoder(schema).fit(frames["train"].df)
-    encoded = {k: encoder.transform(v.df, training=(k == "train")) for k, v in frames.items()}
+    test_encoder = None
+    if config.data.split.test_stats == "train+valid":  # test rows see the statistics of every earlier row
+        test_encoder = copy.deepcopy(encoder)
+        test_encoder.update_stats(frames["valid"].df)
+    encoded = {k: transform(test_encoder if k == "test" and test_encoder else encoder, v, training=(k == "train"))
+               for k, v in frames.items()}
     for name in SPLITS:
         _check_labels(name, encoded[name], encoder.task_names)
     for name in ("valid", "test"):
@@ -112,11 +156,13 @@ def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Calla
         if unseen:
             warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
                           "out-of-vocabulary domain embedding and reported under their own name", DataWarning, stacklevel=2)
-    return Prepared(frames, encoded, encoder)
+    return Prepared(frames, encoded, encoder, test_encoder)
 
 
-def score(model: nn.Module, data: EncodedData, tasks: list[str], batch_size: int, device: torch.device) -> MetricsReport:
-    probs = predict_probs(model, TensorData(data), batch_size, device)
+def score(model: nn.Module, data: EncodedData, tasks: list[str], batch_size: int, device: torch.device,
+          dist: DistContext | None = None) -> MetricsReport:
+    """Metrics of ``model`` on ``data``; with ``dist`` every rank scores a block and the predictions are gathered."""
+    probs = distributed.predict_probs(model, TensorData(data), batch_size, device, dist)
     return evaluate(probs, data.labels, data.domain, data.user, tasks, data.domain_names)
 
 
@@ -144,10 +190,10 @@ class Run:
         report = MetricsReport.from_json(directory / "metrics.json") if (directory / "metrics.json").is_file() else None
         return cls(directory, config, encoder, model, report)
 
-    def _encode_files(self, files: list[str]) -> tuple[Frame, EncodedData]:
+    def _encode_files(self, files: list[str], labels: bool = True) -> tuple[Frame, EncodedData]:
         frame = read_files(files)
-        validate(frame, self.encoder.schema)
-        return frame, self.encoder.transform(frame.df)
+        validate(frame, self.encoder.schema, labels=labels)
+        return frame, transform(self.encoder, frame)
 
     def evaluate(self, data: list[str] | str | None = None) -> MetricsReport:
         """Metrics on new files, or (``data=None``) on the configured test split."""
@@ -159,11 +205,58 @@ class Run:
 
     def predict(self, data: list[str] | str) -> pl.DataFrame:
         """Probabilities ``p_<task>`` for every row of the files, beside the domain and user columns, in input order."""
-        frame, encoded = self._encode_files([data] if isinstance(data, str) else list(data))
+        frame, encoded = self._encode_files([data] if isinstance(data, str) else list(data), labels=False)
         probs = predict_probs(self.model, TensorData(encoded), self.config.train.eval_batch_size, self.device)
         schema = self.encoder.schema
         keys = frame.df.select(schema.domain, schema.user)
         return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+
+
+def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: bool = False,
+                log: Callable[[str], None] = print) -> tuple[nn.Module, TrainState, MetricsReport]:
+    """Build the configured model for prepared data and train it in ``out`` (layout.json, checkpoints, best
+    weights, history.csv), choosing the epoch on the validation split; then score the best model on the test
+    split once. Returns (best model, training state, test report). Shared by :func:`fit` and ``pepnet compare``."""
+    tc, encoder = config.train, prep.encoder
+    ctx = distributed.init_from_env(tc.device)  # torchrun: data-parallel over the ranks; else a single process
+    log = log if ctx.is_main else (lambda _: None)
+    seed_everything(tc.seed, tc.deterministic, tc.threads)
+    out.mkdir(parents=True, exist_ok=True)
+    layout = layout_from_encoder(encoder, config.model, len(prep.encoded["train"].domain_names))
+    if ctx.is_main:
+        (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
+    device = ctx.device(tc.device)
+    train_arrays = prep.encoded["train"]
+    on_device = tc.data_on_device and device.type == "cuda"
+    plan = plan_memory(layout, config.model, tc, device, [(f.name, f.size) for f in encoder.sparse_fields],
+                       data_bytes=sum(a.nbytes for a in (train_arrays.sparse, train_arrays.dense, train_arrays.labels))
+                       if on_device else 0)
+    check_memory(plan)
+    log(f"memory plan: {plan.describe()}")
+    model = build_model(layout, config.model)
+    n_params = sum(p.numel() for p in model.parameters())
+    log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
+    weights = [spec.weight for spec in config.schema_.labels.values()]
+    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log, dist=ctx)
+    if resume:
+        trainer.resume()
+    valid = prep.encoded["valid"]
+
+    def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
+        rep = score(m, valid, encoder.task_names, tc.eval_batch_size, device, ctx)
+        s = rep.summary()
+        value = s[f"mean_{tc.monitor}"]
+        if not np.isfinite(value):  # e.g. no user with both classes: fall back to AUC
+            value = s["mean_auc"]
+        return (value if np.isfinite(value) else -np.inf), {f"valid_{k}": v for k, v in s.items()}
+
+    state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid)
+    if ctx.is_main:
+        pl.DataFrame(state.history).write_csv(out / "history.csv")
+    ctx.barrier()  # rank 0 has written the best weights
+    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+    report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device, ctx)
+    return model, state, report
 
 
 def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
@@ -179,39 +272,26 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
     elif overrides:
         config = parse_config(config.to_dict(), "<config>", overrides)
     tc = config.train
+    main = distributed.init_from_env(tc.device).is_main  # under torchrun only rank 0 writes the run files
+    log = log if main else (lambda _: None)
     seed_everything(tc.seed, tc.deterministic, tc.threads)
     out.mkdir(parents=True, exist_ok=True)
     encoder = Encoder.load(out / ENCODER_DIR) if resume and (out / ENCODER_DIR / "encoder.json").is_file() else None
+    fitted_now = encoder is None  # a new run, or a resumed one that was killed before its encoder was saved
     prep = prepare(config, encoder=encoder, log=log)
     encoder = prep.encoder
-    if not resume:
+    if main and not resume:
         (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    if main and fitted_now:
         encoder.save(out / ENCODER_DIR)
+    if resume and (out / "run.json").is_file():
+        _check_same_data(out, prep)
+    elif main:
         _write_run_info(out, config, prep)
-    layout = layout_from_encoder(encoder, config.model, len(prep.encoded["train"].domain_names))
-    (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
-    model = build_model(layout, config.model)
-    n_params = sum(p.numel() for p in model.parameters())
-    log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
-    device = resolve_device(tc.device)
-    weights = [spec.weight for spec in config.schema_.labels.values()]
-    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log)
-    if resume:
-        trainer.resume()
-    valid = prep.encoded["valid"]
-
-    def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
-        rep = score(m, valid, encoder.task_names, tc.eval_batch_size, device)
-        s = rep.summary()
-        value = s[f"mean_{tc.monitor}"]
-        return (value if np.isfinite(value) else -np.inf), {f"valid_{k}": v for k, v in s.items()}
-
-    state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid)
-    pl.DataFrame(state.history).write_csv(out / "history.csv")
-    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
-    report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device)
-    report.to_json(out / "metrics.json")
-    report.to_csv(out / "metrics.csv")
+    model, state, report = train_model(config, prep, out, resume=resume, log=log)
+    if main:
+        report.to_json(out / "metrics.json")
+        report.to_csv(out / "metrics.csv")
     log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f}); test metrics:")
     return Run(out, config, encoder, model, report)
 
@@ -234,9 +314,11 @@ def _write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None
         "platform": platform.platform(),
         "git_revision": _git_revision(),
         "data_fingerprints": _fingerprint(files),
+        "split_fingerprints": _split_fingerprints(prep),
         "rows": {k: v.df.height for k, v in prep.frames.items()},
+        "config": config.to_dict(),
     }
     (out / "run.json").write_text(json.dumps(info, indent=1))
 
 
-__all__ = ["DataError", "Prepared", "Run", "fit", "layout_from_encoder", "prepare", "score"]
+__all__ = ["DataError", "Prepared", "Run", "fit", "layout_from_encoder", "prepare", "score", "train_model"]

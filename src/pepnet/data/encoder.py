@@ -6,7 +6,9 @@ statistics, statistics of the past and their buckets); ``Encoder.transform`` tur
 same saved encoder, so encodings cannot drift apart.
 
 Fields are laid out sparse first, then dense. Sparse ids are offset into ONE fused embedding table
-(row 0 of each field = out of vocabulary / null / unseen).
+(row 0 of each field = out of vocabulary / null / unseen). A vocabulary field with ``reserve: R`` keeps R
+more rows after its vocabulary: online training (``partial_fit``) gives them to values first seen later, and
+once they are all given, further new values hash into them (never past the field's rows).
 """
 from __future__ import annotations
 
@@ -66,11 +68,24 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return z ^ (z >> np.uint64(31))
 
 
+def _int_bits(s: pl.Series) -> np.ndarray:
+    """Integer ids as uint64 [N] modulo 2**64 (the same value gives the same bits whatever its integer
+    dtype: Int64, UInt64, or Int128 as polars reads big ids from CSV); null -> 0."""
+    v = s.fill_null(0).to_frame("v")
+    try:
+        parts = v.select(neg=pl.when(pl.col("v") < 0).then(pl.col("v")).otherwise(0).cast(pl.Int64),
+                         pos=pl.when(pl.col("v") >= 0).then(pl.col("v")).otherwise(0).cast(pl.UInt64))
+    except pl.exceptions.PolarsError:
+        raise DataError(f"integer ids of dtype {s.dtype} outside [-2**63, 2**64); expected 64-bit ids",
+                        column=s.name) from None
+    return parts["pos"].to_numpy() | parts["neg"].to_numpy().view(np.uint64)
+
+
 def hash_ids(s: pl.Series, buckets: int) -> np.ndarray:
-    """Ids 1..buckets from a stable hash of the values (integers: splitmix64; others: blake2b of str)."""
+    """Ids 1..buckets from a stable hash of the values (integers: splitmix64 of the value mod 2**64;
+    others: blake2b of str)."""
     if s.dtype.is_integer():
-        raw = s.cast(pl.Int64).fill_null(0).to_numpy().view(np.uint64)
-        out = (_splitmix64(raw) % np.uint64(buckets)).astype(np.int64) + 1
+        out = (_splitmix64(_int_bits(s)) % np.uint64(buckets)).astype(np.int64) + 1
     else:
         uniq = s.cast(pl.String).unique().drop_nulls()
         codes = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") % buckets + 1 for v in uniq]
@@ -132,10 +147,20 @@ class Encoder:
             return label_expr(self.schema.labels[stat.target])
         return pl.col(stat.target).cast(pl.Float64)
 
-    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool) -> np.ndarray:
-        """The un-bucketised statistic of every row of ``df`` (float64 [N])."""
+    def _past(self, frame: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
+        """``frame`` left-joined with the accumulated statistics table of ``stat`` (columns n, s, m; null if unseen)."""
+        table = self.stat_tables[stat.name]
+        cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
+        return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
+
+    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
+        """The un-bucketised statistic of every row of ``df`` (float64 [N]). ``with_history`` (training only):
+        add the accumulated table to the within-frame totals (online training: earlier periods count too)."""
         keys = stat.keys
-        frame = df.select([pl.col(k) for k in keys] + [self._target(stat).alias("__y")])
+        if not training:  # evaluation rows only look up the training statistics: no target column needed
+            frame = df.select([pl.col(k) for k in keys])
+        else:
+            frame = df.select([pl.col(k) for k in keys] + [self._target(stat).alias("__y")])
         if training:
             if self.schema.time:
                 frame = frame.with_columns(__t=time_seconds(df[self.schema.time]))
@@ -155,10 +180,12 @@ class Encoder:
                     s=pl.col("s") - pl.col("__y").fill_null(0.0),
                     m=pl.col("m") - pl.col("__y").is_not_null().cast(pl.UInt32),
                 )
+            if with_history:
+                past = self._past(frame.select(keys), stat)
+                agg = agg.with_columns([(pl.col(c).cast(pl.Float64) + past[c].fill_null(0).cast(pl.Float64)).alias(c)
+                                        for c in ("n", "s", "m")])
         else:
-            table = self.stat_tables[stat.name]
-            cast = [pl.col(k).cast(table.schema[k], strict=False) for k in keys]
-            agg = frame.with_columns(cast).join(table, on=keys, how="left", maintain_order="left")
+            agg = self._past(frame, stat)
         n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
         if stat.stat == "count":
             return np.log1p(n)
@@ -177,6 +204,19 @@ class Encoder:
             n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count()
         )
         return self._stat_raw(df, stat, training=True)
+
+    def stat_values(self, df: pl.DataFrame, training: bool = False) -> tuple[list[str], np.ndarray]:
+        """Every statistic of the schema, un-bucketised and un-standardised: (names, float64 [N, S]).
+
+        Counts are log1p(count), rates and means smoothed, exactly as the model's inputs are derived
+        (``training`` as in :meth:`transform`). For models that take raw numbers, e.g. gradient-boosted trees."""
+        if not self.fitted:
+            raise RuntimeError("Encoder.stat_values called before fit")
+        stats = self.schema.stats
+        values = np.zeros((df.height, len(stats)), dtype=np.float64)
+        for j, spec in enumerate(stats):
+            values[:, j] = self._stat_raw(df, spec, training)
+        return [s.name for s in stats], values
 
     # ------------------------------------------------------------------ fit / transform
     def _sparse_specs(self) -> list[FeatureSpec | StatFeature | TimeFeature]:
@@ -210,7 +250,7 @@ class Encoder:
                 vc = col.drop_nulls().value_counts(name="__count")
                 kept = vc.filter(pl.col("__count") >= min_count)[vc.columns[0]]
                 self.vocabs[spec.name] = kept.sort().rename("value")
-                sizes.append((spec.name, "sparse", len(kept) + 1))
+                sizes.append((spec.name, "sparse", len(kept) + 1 + self._reserve(spec)))
         for spec in self._dense_specs():
             raw = self._fit_stat(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
             std = float(raw.std())
@@ -228,35 +268,101 @@ class Encoder:
         self.fitted = True
         return self
 
-    def _sparse_ids(self, df: pl.DataFrame, spec, training: bool) -> np.ndarray:
+    def _sparse_ids(self, df: pl.DataFrame, spec, training: bool, with_history: bool = False) -> np.ndarray:
         if isinstance(spec, StatFeature):
-            raw = self._stat_raw(df, spec, training)
+            raw = self._stat_raw(df, spec, training, with_history)
             return np.searchsorted(self.stat_edges[spec.name], raw, side="right").astype(np.int64) + 1
         if isinstance(spec, FeatureSpec) and spec.hash_buckets:
             return hash_ids(df[spec.source], spec.hash_buckets)
         col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self.schema.time], spec.part)
         vocab = self.vocabs[spec.name]
+        key = col
         if col.dtype != vocab.dtype:
-            try:
-                col = col.cast(vocab.dtype)
+            both_int = col.dtype.is_integer() and vocab.dtype.is_integer()
+            try:  # an integer beyond the range of the vocabulary's type cannot be in it: OOV (null -> 0)
+                key = col.cast(vocab.dtype, strict=not both_int)
             except pl.exceptions.PolarsError:
                 raise DataError(f"values of dtype {col.dtype} cannot be matched to the training vocabulary of dtype "
                                 f"{vocab.dtype}; expected the same type as in training", column=col.name) from None
-        ids = col.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
-        return ids.fill_null(0).to_numpy()
+        ids = key.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
+        ids = ids.fill_null(0).to_numpy().copy()
+        reserve = self._reserve(spec)
+        if reserve and self._free_rows(spec) == 0:  # grown full: unseen values share the reserved rows by hash
+            size = self.fields[self.field_index(spec.name)].size
+            unseen = (ids == 0) & col.is_not_null().to_numpy()
+            ids[unseen] = hash_ids(col.filter(pl.Series(unseen)), reserve) + (size - 1 - reserve)
+        return ids
 
-    def transform(self, df: pl.DataFrame, training: bool = False) -> EncodedData:
+    # ------------------------------------------------------------------ online growth
+    @staticmethod
+    def _reserve(spec) -> int:
+        return spec.reserve if isinstance(spec, FeatureSpec) and not spec.hash_buckets else 0
+
+    def _free_rows(self, spec: FeatureSpec) -> int:
+        """Reserved rows of a vocabulary field not yet given to a value."""
+        return self.fields[self.field_index(spec.name)].size - 1 - len(self.vocabs[spec.name])
+
+    def grow(self, df: pl.DataFrame) -> dict[str, int]:
+        """Give reserved rows to values of ``df`` not yet in the vocabularies (fields with ``reserve > 0``).
+
+        A new value needs ``min_count`` rows in ``df``; the most frequent new values are served first. Ids of
+        known values never change (new values are appended). When a field's reserve is used up, further new
+        values are not added: they hash into the reserved rows (see ``_sparse_ids``). Returns name -> values added.
+        """
+        added: dict[str, int] = {}
+        for spec in self._sparse_specs():
+            if not self._reserve(spec) or self._free_rows(spec) == 0:
+                continue
+            vocab = self.vocabs[spec.name]
+            col = df[spec.source].drop_nulls()
+            if col.dtype != vocab.dtype:
+                col = col.cast(vocab.dtype, strict=False).drop_nulls()
+            vc = col.filter(~col.is_in(vocab.implode())).value_counts(name="__count")
+            new = (vc.filter(pl.col("__count") >= spec.min_count)
+                   .sort(["__count", vc.columns[0]], descending=[True, False])[vc.columns[0]])
+            new = new.head(self._free_rows(spec)).rename("value")
+            if len(new):
+                self.vocabs[spec.name] = pl.concat([vocab, new])
+                added[spec.name] = len(new)
+        return added
+
+    def update_stats(self, df: pl.DataFrame) -> None:
+        """Add the rows of ``df`` to the accumulated statistics of the past (and their global means)."""
+        for stat in self.schema.stats:
+            frame = df.select([pl.col(k) for k in stat.keys] + [self._target(stat).alias("__y")])
+            table = self.stat_tables[stat.name]
+            new = frame.with_columns([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).group_by(
+                stat.keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+            self.stat_tables[stat.name] = pl.concat([table, new.cast(table.schema)]).group_by(
+                stat.keys, maintain_order=True).agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())
+            if stat.stat != "count":
+                t = self.stat_tables[stat.name]
+                m = float(t["m"].sum())
+                if m > 0:
+                    self.stat_global[stat.name] = float(t["s"].sum()) / m
+
+    def partial_fit(self, df: pl.DataFrame) -> EncodedData:
+        """Online training on one more period: grow the vocabularies, encode ``df`` as training data (statistics
+        of the past = everything accumulated so far + earlier rows of ``df``), then add ``df`` to the statistics.
+        Bucket edges and dense standardisation stay those of the first fit (the model's inputs keep their meaning)."""
+        self.grow(df)
+        encoded = self.transform(df, training=True, with_history=True)
+        self.update_stats(df)
+        return encoded
+
+    def transform(self, df: pl.DataFrame, training: bool = False, with_history: bool = False) -> EncodedData:
         """Encode a frame. ``training=True`` only for the training split itself: statistics of the past
-        are then computed row by row from strictly earlier training rows (or leave-one-out)."""
+        are then computed row by row from strictly earlier training rows (or leave-one-out); with
+        ``with_history`` the accumulated statistics of earlier periods are added (see ``partial_fit``)."""
         if not self.fitted:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
         for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields)):
-            sparse[:, j] = self._sparse_ids(df, spec, training) + field.offset
+            sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
         dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
         for j, spec in enumerate(self._dense_specs()):
-            raw = self._stat_raw(df, spec, training) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
+            raw = self._stat_raw(df, spec, training, with_history) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
             mean, std = self.dense_stats[spec.name]
             dense[:, j] = (raw - mean) / std
         dom = df[self.schema.domain]

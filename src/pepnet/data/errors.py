@@ -10,7 +10,7 @@ class DataError(ValueError):
     """
 
     def __init__(self, message: str, *, file: str | None = None, column: str | None = None, row: int | None = None):
-        self.file, self.column, self.row = file, column, row
+        self.file, self.column, self.row, self.detail = file, column, row, message
         where = []
         if file is not None:
             where.append(f"file {file}")

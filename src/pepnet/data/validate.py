@@ -16,19 +16,20 @@ from .errors import DataError, DataWarning
 from .sources import PROVENANCE, Frame
 
 
-def required_columns(schema: SchemaConfig) -> dict[str, str]:
-    """Column name -> what it is used for, for every column the schema reads."""
+def required_columns(schema: SchemaConfig, labels: bool = True) -> dict[str, str]:
+    """Column name -> what it is used for, for every column the schema reads (``labels=False``: for scoring
+    new rows, which need no label or statistics-target columns)."""
     need: dict[str, str] = {schema.domain: "domain", schema.user: "user key"}
     if schema.time:
         need[schema.time] = "time"
-    for task, spec in schema.labels.items():
+    for task, spec in (schema.labels.items() if labels else ()):
         need.setdefault(spec.column, f"label of task {task!r}")
     for f in schema.features:
         need.setdefault(f.source, f"{f.kind} feature {f.name!r}")
     for s in schema.stats:
         for k in s.keys:
             need.setdefault(k, f"key of stat feature {s.name!r}")
-        if s.stat == "mean" and s.target not in schema.labels:
+        if labels and s.stat == "mean" and s.target not in schema.labels:
             need.setdefault(s.target or "", f"target of stat feature {s.name!r}")
     return need
 
@@ -38,10 +39,10 @@ def _locate(frame: Frame, mask: pl.Series) -> tuple[str | None, int | None]:
     return hit if hit else (None, None)
 
 
-def check_columns(frame: Frame, schema: SchemaConfig) -> None:
+def check_columns(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
     """Every column the schema reads exists; unused columns give a warning."""
     cols = [c for c in frame.df.columns if c not in PROVENANCE]
-    need = required_columns(schema)
+    need = required_columns(schema, labels)
     for col, use in need.items():
         if col not in frame.df.columns:
             hint = difflib.get_close_matches(col, cols, n=1)
@@ -49,7 +50,7 @@ def check_columns(frame: Frame, schema: SchemaConfig) -> None:
                 f"column is missing (needed as {use})" + (f"; did you mean {hint[0]!r}?" if hint else f"; columns are {cols}"),
                 file=", ".join(frame.files), column=col,
             )
-    unused = [c for c in cols if c not in need]
+    unused = [c for c in cols if c not in required_columns(schema)]
     if unused:
         warnings.warn(f"columns not referenced by the schema are ignored: {unused}", DataWarning, stacklevel=2)
 
@@ -60,17 +61,27 @@ def _numeric(frame: Frame, col: str, use: str) -> pl.Series:
         return s.cast(pl.Float64)
     if s.dtype.is_temporal():
         return s
-    mask = s.cast(pl.Float64, strict=False).is_null() & s.is_not_null()
+    mask, what = s.cast(pl.Float64, strict=False).is_null() & s.is_not_null(), "first non-number"
+    if not mask.any():  # every value parses as a number but is stored as text: nothing is coerced silently
+        mask, what = s.is_not_null(), "first value (stored as text)"
     hits = mask.arg_true()
     file, row = _locate(frame, mask)
     bad = s[int(hits[0])] if hits.len() else None
-    raise DataError(f"expected numbers ({use}); found dtype {s.dtype}" + (f", first non-number {bad!r}" if bad is not None else ""),
+    raise DataError(f"expected numbers ({use}); found dtype {s.dtype}" + (f", {what} {bad!r}" if bad is not None else ""),
                     file=file or ", ".join(frame.files), column=col, row=row)
 
 
-def check_values(frame: Frame, schema: SchemaConfig) -> None:
-    """Dense features: numeric, no null / NaN / infinity. Labels: numeric; 0/1/null where no threshold."""
+def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
+    """Dense features: numeric, no null / NaN / infinity. Sparse integer ids: within 64 bits. Labels: numeric;
+    0/1/null where no threshold."""
     for f in schema.features:
+        s = frame.df[f.source]
+        if f.kind == "sparse" and s.dtype in (pl.Int128, pl.UInt128):  # polars reads ids >= 2**64 from CSV as 128-bit
+            out = (s < -(2**63)) | (s >= 2**64)
+            file, row = _locate(frame, out)
+            if row is not None:
+                raise DataError(f"id {s.filter(out.fill_null(False))[0]} is outside [-2**63, 2**64); expected 64-bit "
+                                "integer ids (or store them as text)", file=file, column=f.source, row=row)
         if f.kind != "dense":
             continue
         s = _numeric(frame, f.source, f"dense feature {f.name!r}")
@@ -82,7 +93,7 @@ def check_values(frame: Frame, schema: SchemaConfig) -> None:
             file, row = _locate(frame, s <= -1)
             if row is not None:
                 raise DataError(f"log1p needs values > -1; found {s[int((s <= -1).arg_true()[0])]}", file=file, column=f.source, row=row)
-    for task, spec in schema.labels.items():
+    for task, spec in (schema.labels.items() if labels else ()):
         s = _numeric(frame, spec.column, f"label of task {task!r}")
         if spec.threshold is None:
             bad = ~s.is_in([0.0, 1.0]) & s.is_not_null() & ~s.is_in(spec.missing_values)
@@ -119,14 +130,18 @@ def label_expr(spec: LabelSpec) -> pl.Expr:
 
 
 def label_matrix(df: pl.DataFrame, schema: SchemaConfig) -> np.ndarray:
-    """Labels as float32 [N, T] in task order; NaN where a row has no label for that task."""
-    out = df.select([label_expr(spec).alias(task) for task, spec in schema.labels.items()])
-    return out.to_numpy().astype(np.float32).reshape(df.height, len(schema.labels))
+    """Labels as float32 [N, T] in task order; NaN where a row has no label for that task (or, when scoring
+    new rows, where the frame has no label column at all)."""
+    out = np.full((df.height, len(schema.labels)), np.nan, dtype=np.float32)
+    for t, spec in enumerate(schema.labels.values()):
+        if spec.column in df.columns:
+            out[:, t] = df.select(label_expr(spec))[:, 0].to_numpy().astype(np.float32)
+    return out
 
 
-def validate(frame: Frame, schema: SchemaConfig) -> None:
-    """All checks, in the order a user would want to hear about problems."""
+def validate(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
+    """All checks, in the order a user would want to hear about problems. ``labels=False`` for rows to score."""
     if frame.df.height == 0:
         raise DataError("no rows; expected at least one interaction", file=", ".join(frame.files))
-    check_columns(frame, schema)
-    check_values(frame, schema)
+    check_columns(frame, schema, labels)
+    check_values(frame, schema, labels)

@@ -7,6 +7,7 @@ from typing import Callable
 from torch import nn
 
 from ..config import ModelConfig
+from .baselines import MMoE, PLE, STAR, SharedBottom
 from .layout import ModelLayout
 from .pepnet import PEPNet
 
@@ -16,6 +17,10 @@ MODELS: dict[str, Builder] = {
     "pepnet": lambda layout, cfg: PEPNet(layout, cfg),
     "epnet_only": lambda layout, cfg: PEPNet(layout, cfg, use_ppnet=False),
     "ppnet_only": lambda layout, cfg: PEPNet(layout, cfg, use_epnet=False),
+    "shared_bottom": SharedBottom,
+    "mmoe": MMoE,
+    "ple": PLE,
+    "star": STAR,
 }
 
 

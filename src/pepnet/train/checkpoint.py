@@ -1,4 +1,10 @@
-"""Checkpoints written atomically (temporary file, fsync, rename) with a sha256 that is verified on load."""
+"""Checkpoints written atomically (temporary file, fsync, rename) with a sha256 that is verified on load.
+
+File layout: one header line ``PEPNET-CHECKPOINT sha256=<64 hex digits>\n`` followed by the torch.save
+bytes. The digest lives in the same file as the data, so a single atomic rename publishes both: a process
+killed at any instant leaves either the previous complete checkpoint or the new one, never a pair that
+disagrees. A truncated or altered file fails the digest check and is named on load.
+"""
 from __future__ import annotations
 
 import hashlib
@@ -14,26 +20,32 @@ class CheckpointError(RuntimeError):
     """A checkpoint is missing, truncated or corrupted; the message names the file."""
 
 
-def _atomic_write(path: Path, data: bytes) -> None:
+MAGIC = b"PEPNET-CHECKPOINT sha256="
+HEADER_LEN = len(MAGIC) + 64 + 1
+
+
+def _atomic_write(path: Path, chunks: list[bytes | memoryview]) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    with open(tmp, "wb") as fh:
-        fh.write(data)
-        fh.flush()
-        os.fsync(fh.fileno())
-    os.replace(tmp, path)
+    try:
+        with open(tmp, "wb") as fh:
+            for chunk in chunks:
+                fh.write(chunk)
+            fh.flush()
+            os.fsync(fh.fileno())
+        os.replace(tmp, path)
+    finally:
+        tmp.unlink(missing_ok=True)
 
 
 def save_checkpoint(obj: Any, path: str | Path) -> str:
-    """Serialise ``obj`` with torch.save and write it atomically; the sha256 goes to ``path.sha256``.
-    Returns the digest."""
+    """Serialise ``obj`` with torch.save and write it atomically, digest header first. Returns the sha256."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     buf = io.BytesIO()
     torch.save(obj, buf)
-    data = buf.getvalue()
-    digest = hashlib.sha256(data).hexdigest()
-    _atomic_write(path.with_name(path.name + ".sha256"), f"{digest}  {path.name}\n".encode())
-    _atomic_write(path, data)
+    payload = buf.getbuffer()  # no extra copy of a large state
+    digest = hashlib.sha256(payload).hexdigest()
+    _atomic_write(path, [MAGIC + digest.encode() + b"\n", payload])
     return digest
 
 
@@ -42,15 +54,17 @@ def load_checkpoint(path: str | Path, map_location: str | torch.device = "cpu") 
     path = Path(path)
     if not path.is_file():
         raise CheckpointError(f"checkpoint {path} does not exist")
-    data = path.read_bytes()
-    side = path.with_name(path.name + ".sha256")
-    if side.is_file():
-        expected = side.read_text().split()[0]
-        actual = hashlib.sha256(data).hexdigest()
-        if actual != expected:
-            raise CheckpointError(f"checkpoint {path} is corrupted or truncated: sha256 {actual[:16]}..., "
-                                  f"expected {expected[:16]}... ({len(data)} bytes)")
+    data = memoryview(path.read_bytes())
+    header = bytes(data[:HEADER_LEN])
+    if len(data) < HEADER_LEN or not header.startswith(MAGIC) or not header.endswith(b"\n"):
+        raise CheckpointError(f"checkpoint {path} is truncated or not a pepnet checkpoint ({len(data)} bytes; "
+                              f"expected a header line starting with {MAGIC.decode()!r})")
+    expected = header[len(MAGIC):-1].decode("ascii", errors="replace")
+    actual = hashlib.sha256(data[HEADER_LEN:]).hexdigest()
+    if actual != expected:
+        raise CheckpointError(f"checkpoint {path} is corrupted or truncated: sha256 of its data {actual[:16]}..., "
+                              f"expected {expected[:16]}... ({len(data)} bytes)")
     try:
-        return torch.load(io.BytesIO(data), map_location=map_location, weights_only=False)
+        return torch.load(io.BytesIO(data[HEADER_LEN:]), map_location=map_location, weights_only=False)
     except Exception as exc:
         raise CheckpointError(f"checkpoint {path} cannot be read ({type(exc).__name__}: {exc})") from None

@@ -17,8 +17,9 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..data.batches import BatchLoader, TensorData
+from ..data.batches import BatchLoader, Prefetcher, TensorData
 from .checkpoint import load_checkpoint, save_checkpoint
+from .distributed import DistContext, broadcast_parameters, sync_gradients
 from .loss import masked_bce
 from .optim import make_optimizers
 
@@ -42,6 +43,8 @@ class TrainState:
     bad_epochs: int = 0
     stopped: bool = False
     skipped_batches: int = 0
+    epoch_loss: float = 0.0    # sum of the finite batch losses of the current epoch (exact train_loss on resume)
+    epoch_batches: int = 0     # how many batches that sum holds
     history: list[dict] = field(default_factory=list)
 
 
@@ -51,7 +54,8 @@ def seed_everything(seed: int, deterministic: bool = False, threads: int | None 
     torch.manual_seed(seed)
     if threads:
         torch.set_num_threads(threads)
-    torch.use_deterministic_algorithms(deterministic, warn_only=False)
+    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (seconds)
+        torch.use_deterministic_algorithms(deterministic, warn_only=False)
 
 
 def resolve_device(name: str) -> torch.device:
@@ -78,24 +82,42 @@ class Trainer:
     """Trains ``model`` on a TensorData; ``run_dir`` (optional) receives checkpoints and the best weights."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, task_names: list[str], task_weights: list[float] | None = None,
-                 run_dir: str | Path | None = None, device: torch.device | None = None, log: Callable[[str], None] = print):
+                 run_dir: str | Path | None = None, device: torch.device | None = None, log: Callable[[str], None] = print,
+                 dist: DistContext | None = None):
         self.cfg, self.task_names, self.log = cfg, task_names, log
         self.device = device or resolve_device(cfg.device)
         self.model = model.to(self.device)
+        self.dist = dist or DistContext()  # data-parallel: shards of each global batch, gradients averaged
+        if self.dist.active:
+            broadcast_parameters(self.model)
         self.weights = torch.tensor(task_weights or [1.0] * len(task_names), dtype=torch.float32, device=self.device)
         self.optimizers = make_optimizers(self.model, cfg)
+        # bf16 autocast of the forward pass (train.amp); the loss is computed in float32
+        self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
+        # torch.compile'd view of the same module (train.compile); self.model keeps the plain state_dict
+        self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.run_dir = Path(run_dir) if run_dir else None
         self.state = TrainState()
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
-        if self.run_dir is None:
+        """Write checkpoint.pt; never over a good one with non-finite weights (a finite loss can still give an
+        infinite gradient): that stops training instead, keeping the last good checkpoint."""
+        if self.run_dir is None or not self.dist.is_main:
             return
+        # a NaN/inf weight makes the sum NaN/inf (and no table-sized boolean temporary is needed)
+        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p.detach().sum())]
+        if bad:
+            st = self.state
+            raise TrainingError(f"weights {bad[:3]} became non-finite by optimiser step {st.step} ({st.epoch} epoch(s) "
+                                f"and {st.batch} batch(es) done); the last good checkpoint {self.run_dir / CHECKPOINT} "
+                                "is kept. Lower the learning rates or check the inputs")
         save_checkpoint({
             "model": self.model.state_dict(),
             "optimizers": [o.state_dict() for o in self.optimizers],
             "state": asdict(self.state),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate()},
+            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
+                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
         }, self.run_dir / CHECKPOINT)
 
     def resume(self) -> bool:
@@ -110,11 +132,13 @@ class Trainer:
         torch.set_rng_state(ck["rng"]["torch"])
         np.random.set_state(ck["rng"]["numpy"])
         random.setstate(ck["rng"]["python"])
+        if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
+            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
         self.log(f"resumed from {self.run_dir / CHECKPOINT}: epoch {self.state.epoch}, batch {self.state.batch}")
         return True
 
     def save_best(self) -> None:
-        if self.run_dir is not None:
+        if self.run_dir is not None and self.dist.is_main:
             save_checkpoint(self.model.state_dict(), self.run_dir / BEST)
 
     # ------------------------------------------------------------------ one step
@@ -123,9 +147,11 @@ class Trainer:
         b = batch.to(self.device, non_blocking=True)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        logits = self.model(b.sparse, b.dense)
+        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+            logits = self.forward(b.sparse, b.dense)
         total, per_task = masked_bce(logits, b.labels, self.weights)
-        if not torch.isfinite(total):
+        loss = self.dist.mean(float(total.detach()))  # over the ranks: all of them agree on skipping / stopping
+        if not math.isfinite(loss):
             bad = [t for t, v in zip(self.task_names, per_task.tolist()) if not math.isfinite(v)]
             where = f"epoch {self.state.epoch + 1}, batch {self.state.batch + 1}, task(s) {bad or self.task_names}"
             if self.cfg.on_nan == "skip":
@@ -135,39 +161,44 @@ class Trainer:
             raise TrainingError(f"non-finite loss ({total.item()}) at {where}; the last good checkpoint is kept. "
                                 "Lower the learning rates, check the inputs, or set train.on_nan=skip")
         total.backward()
+        if self.dist.active:
+            sync_gradients(self.model, self.dist.world)
         for opt in self.optimizers:
             opt.step()
         self.state.step += 1
-        return float(total.detach())
+        return loss
 
     # ------------------------------------------------------------------ the loop
     def fit(self, train: TensorData, evaluate: Evaluator | None = None) -> TrainState:
         """Train for ``cfg.epochs`` epochs (from the restored state, if any), evaluating after each epoch and
         stopping early when the validation score has not improved for ``cfg.patience`` epochs."""
         cfg, st = self.cfg, self.state
-        loader = BatchLoader(train, cfg.batch_size, shuffle=True, seed=cfg.seed)
+        if cfg.data_on_device:
+            train = train.to(self.device)
+        loader = self.dist.loader(train, cfg.batch_size, cfg.seed)
+        prefetch = cfg.prefetch > 0 and self.device.type == "cuda" and train.sparse.device.type == "cpu"
         while st.epoch < cfg.epochs and not st.stopped:
             loader.epoch, loader.start_batch = st.epoch, st.batch
             self.model.train()
-            bar = tqdm(loader, total=len(loader), initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
-                       disable=True if not cfg.progress else None, leave=False, dynamic_ncols=True)
-            running, seen = 0.0, 0
+            bar = tqdm(Prefetcher(loader, self.device, cfg.prefetch) if prefetch else loader, total=len(loader), initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
+                       disable=True if not (cfg.progress and self.dist.is_main) else None, leave=False, dynamic_ncols=True)
             for batch in bar:
                 loss = self.step(batch)
                 st.batch += 1
                 if loss is not None:
-                    running, seen = running + loss, seen + 1
-                    if seen % 20 == 0:
-                        bar.set_postfix(loss=f"{running / seen:.4f}")
+                    st.epoch_loss, st.epoch_batches = st.epoch_loss + loss, st.epoch_batches + 1
+                    if st.epoch_batches % 20 == 0:
+                        bar.set_postfix(loss=f"{st.epoch_loss / st.epoch_batches:.4f}")
                 if cfg.checkpoint_every and st.step % cfg.checkpoint_every == 0:
                     self.save()
             bar.close()
             st.epoch, st.batch = st.epoch + 1, 0
-            record = {"epoch": st.epoch, "train_loss": running / max(seen, 1)}
+            record = {"epoch": st.epoch, "train_loss": st.epoch_loss / max(st.epoch_batches, 1)}
+            st.epoch_loss, st.epoch_batches = 0.0, 0
             if evaluate is not None:
                 score, summary = evaluate(self.model)
                 record.update(summary)
-                if score > st.best:
+                if score > st.best or st.best_epoch < 0:  # the first epoch is always kept
                     st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
                     self.save_best()
                 else:

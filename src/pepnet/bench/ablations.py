@@ -1,0 +1,105 @@
+"""Component measurements behind the design choices (``pepnet bench --ablations``).
+
+* towers: all T towers in one ``baddbmm`` per layer (:class:`~pepnet.nn.TaskTowers`) against a Python
+  loop of one ``addmm`` per task, same weights, forward + backward;
+* embeddings: the fused table with sparse (row-wise) gradients and RowWiseAdagrad, against
+  torch.optim.Adagrad on the same sparse gradients (coalesce) and against dense gradients (a full-table
+  gradient every step); lookup + backward + Adagrad step.
+"""
+from __future__ import annotations
+
+import statistics
+import time
+from typing import Callable
+
+import torch
+
+from ..config import ExperimentConfig
+from ..data.batches import TensorData
+from ..nn import FeatureEmbedding, TaskTowers
+from ..train.sparse_adagrad import RowWiseAdagrad
+
+
+def _median_ms(fn: Callable[[], None], device: torch.device, repeats: int = 7, inner: int = 5) -> float:
+    fn()
+    times = []
+    for _ in range(repeats):
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        t0 = time.perf_counter()
+        for _ in range(inner):
+            fn()
+        if device.type == "cuda":
+            torch.cuda.synchronize(device)
+        times.append((time.perf_counter() - t0) / inner * 1e3)
+    return statistics.median(times)
+
+
+def _loop_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor]) -> torch.Tensor:
+    """The same function as ``towers(x, gates)`` (gate_on="input"), one addmm per task and layer."""
+    out = []
+    for t in range(towers.n_tasks):
+        h = x
+        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases)):
+            h = torch.relu(torch.addmm(b[t], h * gates[layer][:, t], w[t]))
+        out.append(torch.addmm(towers.out_bias[t], h, towers.out_weight[t]))
+    return torch.cat(out, dim=1)
+
+
+def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: torch.device,
+                  log: Callable[[str], None] = print) -> list[dict]:
+    mc, tc = config.model, config.train
+    B, d, T = tc.batch_size, mc.embedding_dim, layout.n_tasks
+    amp = tc.amp == "bf16"
+    ctx = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
+    rows = []
+
+    # --- towers: baddbmm vs per-task loop
+    in_dim = len(layout.group("general")) * d
+    towers = TaskTowers(in_dim, mc.hidden_units, T).to(device)
+    x = torch.randn(B, in_dim, device=device, requires_grad=True)
+    gates = [torch.rand(B, T, w, device=device) * 2 for w in towers.gate_widths]
+    with torch.no_grad():
+        same = torch.allclose(towers(x, gates), _loop_towers(towers, x, gates), rtol=1e-4, atol=1e-5)
+
+    def run(f):
+        def step():
+            with ctx():
+                y = f(towers, x, gates)
+            y.float().sum().backward()
+        return step
+
+    a = _median_ms(run(lambda m, x, g: m(x, g)), device)
+    b = _median_ms(run(_loop_towers), device)
+    rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "baddbmm", "a_ms": a,
+                 "b_label": "per-task loop", "b_ms": b, "note": f"same outputs: {same}"})
+    log(f"[ablation] towers: baddbmm {a:.2f} ms, loop {b:.2f} ms")
+    del towers, x, gates
+
+    # --- embeddings: row-wise Adagrad vs torch's sparse Adagrad (coalesce) vs dense gradients
+    batch = data.batch(slice(0, min(B, len(data)))).to(device)
+    res = {}
+    for label, opt_cls, sparse in (("row-wise", RowWiseAdagrad, True), ("torch sparse", torch.optim.Adagrad, True),
+                                   ("dense grad", torch.optim.Adagrad, False)):
+        emb = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, sparse_grad=sparse).to(device)
+        opt = opt_cls(emb.embedding_parameters(), lr=tc.embedding_lr)
+
+        def step():
+            opt.zero_grad(set_to_none=True)
+            emb(batch.sparse, batch.dense).sum().backward()
+            opt.step()
+
+        res[label] = _median_ms(step, device)
+        step()
+        g = emb.table.weight.grad
+        res[f"{label} MiB"] = (g._values().numel() if g.is_sparse else g.numel()) * g.element_size() / 2**20
+        del emb, opt
+    what = f"embedding {layout.num_embeddings:,} rows x {d}: lookup+bwd+Adagrad"
+    rows.append({"name": what, "a_label": "row-wise", "a_ms": res["row-wise"], "b_label": "torch sparse",
+                 "b_ms": res["torch sparse"], "note": "RowWiseAdagrad vs torch.optim.Adagrad (coalesce)"})
+    rows.append({"name": what, "a_label": "row-wise", "a_ms": res["row-wise"], "b_label": "dense grad",
+                 "b_ms": res["dense grad"],
+                 "note": f"gradient {res['row-wise MiB']:.1f} MiB (sparse) vs {res['dense grad MiB']:.1f} MiB (dense)"})
+    log(f"[ablation] embedding: row-wise {res['row-wise']:.2f} ms, torch sparse {res['torch sparse']:.2f} ms, "
+        f"dense {res['dense grad']:.2f} ms")
+    return rows

@@ -1,0 +1,364 @@
+"""``pepnet compare``: baselines and PEPNet ablations side by side, several seeds each, one data preparation.
+
+The data are loaded, validated, split and encoded ONCE (:func:`pepnet.run.prepare`); every model and seed
+trains on those arrays with the same trainer, loss and metrics (:func:`pepnet.run.train_model`): the epoch is
+chosen on the validation split and the test split is scored once, with the chosen weights. A gradient-boosted
+tree (``gbdt``) on the encoder's statistics of the past is the non-neural reference.
+
+Output directory: ``results.json`` (every run's full report and the aggregates), ``results.csv`` (mean, std
+and values of every metric per model x domain x task), ``results.md`` (readable tables, best of each column
+in bold), ``results.png`` (AUC / GAUC per task with one bar per model), ``runs/<model>/seed<k>/`` (run files).
+"""
+from __future__ import annotations
+
+import csv
+import json
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .config import ExperimentConfig, load_config, parse_config
+from .metrics import ALL_DOMAINS, MetricsReport, evaluate
+from .run import Prepared, prepare, train_model
+
+GBDT = "gbdt"
+MODELS = ("shared_bottom", "mmoe", "ple", "star", "epnet_only", "ppnet_only", "pepnet", GBDT)
+"""Default models of a comparison, in table order."""
+
+ABLATIONS: dict[str, dict[str, Any]] = {
+    # name -> model-config overrides of PEPNet; each flips one choice away from the paper's default
+    "stop_gradient=false": {"stop_gradient": False},            # paper: True (no gate gradient into E)
+    "gamma=1": {"gamma": 1.0},                                  # paper: 2 (delta in [0, 2])
+    "gate_hidden=16": {"gate_hidden": 16},                      # pepnet default 64 (the paper gives none)
+    "epnet_granularity=field": {"epnet_granularity": "field"},  # paper: one gate per embedding element
+    "ppnet_gate_on=output": {"ppnet_gate_on": "output"},        # paper: gate scales each layer's input
+    "ppnet_gate_mode=per_task": {"ppnet_gate_mode": "per_task"},  # paper: one gate split into T slices
+    "domain_stats=false": {"domain_stats": False},              # paper: F_d = domain id + domain statistics
+    "ppnet_priors=user": {"ppnet_priors": ["user_prior"]},      # paper: user, item and author priors
+    "ppnet_priors=item": {"ppnet_priors": ["item_prior"]},
+}
+"""The ``--ablations`` grid (PEPNet with one flag changed each); ``pepnet`` itself is the reference row."""
+
+METRICS = ("auc", "gauc")
+MEAN = "mean"  # the task name of the average over tasks
+
+
+@dataclass
+class Entry:
+    """One row of the comparison: a label, the model name and model-config overrides."""
+
+    label: str
+    model: str
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+
+def entries(models: list[str], ablations: bool) -> list[Entry]:
+    """The comparison rows: the models asked for, then (``ablations``) PEPNet with each ablation flag."""
+    from .nn import MODELS as REGISTRY
+
+    out = []
+    for m in models:
+        if m != GBDT and m not in REGISTRY:
+            raise ValueError(f"--models: unknown model {m!r}; available: {sorted([*REGISTRY, GBDT])}")
+        out.append(Entry(m, m))
+    if ablations:
+        if "pepnet" not in models:
+            out.append(Entry("pepnet", "pepnet"))
+        out += [Entry(f"pepnet[{name}]", "pepnet", ov) for name, ov in ABLATIONS.items()]
+    return out
+
+
+# --------------------------------------------------------------------------- gradient-boosted trees
+
+
+def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_iter: int = 300,
+             learning_rate: float = 0.05) -> tuple[MetricsReport, dict[str, Any]]:
+    """One sklearn HistGradientBoostingClassifier per task on the encoder's raw statistics of the past
+    (:meth:`Encoder.stat_values`: training rows see earlier rows only, evaluation rows the training split, and
+    the test rows with ``split.test_stats: train+valid`` the validation split too).
+
+    The number of boosting rounds of each task is chosen by validation AUC (staged predictions); the test
+    split is predicted once, by the trees up to that round. Returns (test report, {task: best rounds}).
+    """
+    from sklearn.ensemble import HistGradientBoostingClassifier
+    from sklearn.metrics import roc_auc_score
+
+    enc = prep.encoder
+    if not enc.schema.stats:
+        raise ValueError("model 'gbdt' needs statistics features (schema.stats); the config declares none")
+    encoders = {"train": enc, "valid": enc, "test": prep.test_encoder or enc}
+    x = {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
+    test = prep.encoded["test"]
+    probs = np.full(test.labels.shape, np.nan, dtype=np.float64)
+    rounds: dict[str, int] = {}
+    for t, task in enumerate(enc.task_names):
+        y = {k: prep.encoded[k].labels[:, t] for k in x}
+        keep = {k: ~np.isnan(v) for k, v in y.items()}
+        clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, early_stopping=False,
+                                             random_state=seed)
+        clf.fit(x["train"][keep["train"]], y["train"][keep["train"]])
+        yv = y["valid"][keep["valid"]]
+        scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
+                  for p in clf.staged_predict_proba(x["valid"][keep["valid"]])]
+        best = int(np.argmax(scores))
+        rounds[task] = best + 1
+        for i, p in enumerate(clf.staged_predict_proba(x["test"])):
+            if i == best:
+                probs[:, t] = p[:, 1]
+                break
+        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})")
+    report = evaluate(probs, test.labels, test.domain, test.user, enc.task_names, test.domain_names)
+    return report, rounds
+
+
+# --------------------------------------------------------------------------- progress
+
+
+class Progress:
+    """Which model / seed / epoch is running, and an estimate of the time left.
+
+    The estimate multiplies the mean time of an epoch so far by the epochs still possible (an upper bound:
+    early stopping ends runs sooner); a GBDT run counts as one epoch's worth of work."""
+
+    def __init__(self, n_runs: int, epochs: int, log: Callable[[str], None]):
+        self.n_runs, self.epochs, self.log = n_runs, epochs, log
+        self.run, self.epoch_done, self.units_done, self.start = 0, 0, 0, time.time()
+        self.label = ""
+
+    def begin(self, label: str, seed: int) -> None:
+        self.run += 1
+        self.epoch_done = 0
+        self.label = f"[{self.run}/{self.n_runs} {label} seed {seed}]"
+        self.log(f"{self.label} start")
+
+    def _eta(self) -> str:
+        if self.units_done == 0:
+            return "?"
+        per = (time.time() - self.start) / self.units_done
+        left = (self.epochs - self.epoch_done) + (self.n_runs - self.run) * self.epochs
+        return _duration(per * left)
+
+    def message(self, msg: str) -> None:
+        if msg.startswith("epoch "):  # the trainer's end-of-epoch record
+            self.epoch_done += 1
+            self.units_done += 1
+            self.log(f"{self.label} {msg}  | time left <= {self._eta()}")
+        else:
+            self.log(f"{self.label} {msg}")
+
+    def end(self) -> None:
+        if self.epoch_done == 0:  # a GBDT run: one unit of work
+            self.units_done += 1
+
+
+def _duration(seconds: float) -> str:
+    m, s = divmod(int(seconds), 60)
+    h, m = divmod(m, 60)
+    return f"{h}h{m:02d}m" if h else f"{m}m{s:02d}s"
+
+
+# --------------------------------------------------------------------------- aggregation
+
+
+def _cells(report: dict[str, Any]) -> dict[tuple[str, str, str], float]:
+    """(domain, task, metric) -> value of one run's report dict, plus the mean over tasks (task ``mean``)."""
+    out: dict[tuple[str, str, str], float] = {}
+    for task, row in report["overall"].items():
+        for m in METRICS:
+            out[(ALL_DOMAINS, task, m)] = math.nan if row[m] is None else row[m]
+    for row in report["per_domain"]:
+        for m in METRICS:
+            out[(row["domain"], row["task"], m)] = math.nan if row[m] is None else row[m]
+    for m in METRICS:
+        vals = [out[(ALL_DOMAINS, t, m)] for t in report["tasks"]]
+        out[(ALL_DOMAINS, MEAN, m)] = float(np.nanmean(vals)) if not all(math.isnan(v) for v in vals) else math.nan
+    return out
+
+
+def aggregate(runs: list[dict[str, Any]]) -> dict[tuple[str, str, str], dict[str, Any]]:
+    """Mean, standard deviation (ddof 1; 0 with one seed) and values over seeds of every cell."""
+    cells = [_cells(r["report"]) for r in runs]
+    keys = list(dict.fromkeys(k for c in cells for k in c))
+    out = {}
+    for k in keys:
+        vals = [c.get(k, math.nan) for c in cells]
+        finite = [v for v in vals if not math.isnan(v)]
+        out[k] = {
+            "mean": float(np.mean(finite)) if finite else math.nan,
+            "std": float(np.std(finite, ddof=1)) if len(finite) > 1 else 0.0 if finite else math.nan,
+            "n": len(finite),
+            "values": vals,
+        }
+    return out
+
+
+# --------------------------------------------------------------------------- outputs
+
+
+def _nan_to_none(x: Any) -> Any:
+    if isinstance(x, float) and math.isnan(x):
+        return None
+    if isinstance(x, dict):
+        return {k: _nan_to_none(v) for k, v in x.items()}
+    if isinstance(x, list):
+        return [_nan_to_none(v) for v in x]
+    return x
+
+
+def _fmt(cell: dict[str, Any] | None) -> str:
+    if not cell or math.isnan(cell["mean"]):
+        return "—"
+    if cell.get("n", 2) == 1:  # one seed: no spread to show
+        return f"{cell['mean']:.4f}"
+    return f"{cell['mean']:.4f} ± {cell['std']:.4f}"
+
+
+def _best(labels: list[str], agg: dict[str, dict], key: tuple[str, str, str]) -> str | None:
+    scored = [(agg[m][key]["mean"], m) for m in labels if key in agg[m] and not math.isnan(agg[m][key]["mean"])]
+    return max(scored)[1] if scored else None
+
+
+def _md_table(header: list[str], rows: list[list[str]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(r) + " |" for r in rows]
+    return "\n".join(lines)
+
+
+def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
+    """Markdown: the overall table (models x task x AUC/GAUC and their mean over tasks), then per task and
+    metric a domains x models table. Cells are mean ± std over seeds; the best mean of each column is bold."""
+    labels = list(result["models"])
+    agg = {m: {tuple(k.split("|")): v for k, v in result["models"][m]["aggregate"].items()} for m in labels}
+    tasks = [*result["tasks"], MEAN]
+    keys = [(ALL_DOMAINS, t, m) for t in tasks for m in METRICS]
+    best = {k: _best(labels, agg, k) for k in keys}
+    header = ["model"] + [f"{t} {m.upper()}" for t in tasks for m in METRICS]
+    rows = [[m] + [(f"**{_fmt(agg[m].get(k))}**" if best[k] == m else _fmt(agg[m].get(k))) for k in keys] for m in labels]
+    parts = [f"Test split, mean ± std over {result['n_seeds']} seed(s); best of each column in bold.\n",
+             _md_table(header, rows)]
+    if per_domain:
+        for task in result["tasks"]:
+            for metric in METRICS:
+                dom_rows = []
+                for d in [ALL_DOMAINS, *result["domains"]]:
+                    k = (d, task, metric)
+                    b = _best(labels, agg, k)
+                    dom_rows.append([d] + [(f"**{_fmt(agg[m].get(k))}**" if b == m else _fmt(agg[m].get(k))) for m in labels])
+                parts += [f"\n{task} {metric.upper()} per domain:\n", _md_table(["domain", *labels], dom_rows)]
+    return "\n".join(parts) + "\n"
+
+
+def write_csv(result: dict[str, Any], path: Path) -> None:
+    with path.open("w", newline="") as fh:
+        w = csv.writer(fh)
+        w.writerow(["model", "domain", "task", "metric", "mean", "std", "n_seeds", "values"])
+        for label, entry in result["models"].items():
+            for key, cell in entry["aggregate"].items():
+                d, t, m = key.split("|")
+                w.writerow([label, d, t, m, "" if math.isnan(cell["mean"]) else f"{cell['mean']:.6f}",
+                            "" if math.isnan(cell["std"]) else f"{cell['std']:.6f}", cell["n"],
+                            ";".join("" if math.isnan(v) else f"{v:.6f}" for v in cell["values"])])
+
+
+def plot(result: dict[str, Any], path: Path) -> None:
+    """One panel per task x metric (overall test value), a bar per model with the std over seeds."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    labels = list(result["models"])
+    tasks = list(result["tasks"])
+    fig, axes = plt.subplots(len(METRICS), len(tasks), figsize=(max(6.0, 0.9 * len(labels)) * len(tasks), 3.6 * len(METRICS)),
+                             squeeze=False)
+    for i, metric in enumerate(METRICS):
+        for j, task in enumerate(tasks):
+            ax = axes[i][j]
+            key = f"{ALL_DOMAINS}|{task}|{metric}"
+            means = np.array([result["models"][m]["aggregate"].get(key, {}).get("mean", math.nan) for m in labels], float)
+            stds = np.array([result["models"][m]["aggregate"].get(key, {}).get("std", 0.0) for m in labels], float)
+            colors = ["tab:red" if m.startswith("pepnet") else "tab:gray" if m == GBDT else "tab:blue" for m in labels]
+            ax.bar(range(len(labels)), np.nan_to_num(means), yerr=np.nan_to_num(stds), color=colors, capsize=3)
+            finite = means[np.isfinite(means)]
+            if finite.size:
+                lo, hi = float(finite.min()), float(finite.max())
+                pad = max(0.01, (hi - lo) * 0.3)
+                ax.set_ylim(max(0.0, lo - pad), min(1.0, hi + pad))
+            ax.set_xticks(range(len(labels)))
+            ax.set_xticklabels(labels, rotation=45, ha="right", fontsize=8)
+            ax.set_title(f"{task}: test {metric.upper()}")
+            ax.grid(axis="y", alpha=0.3)
+    fig.suptitle(f"{result['config_name']}: mean ± std over {result['n_seeds']} seed(s)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+# --------------------------------------------------------------------------- the comparison
+
+
+def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list[str] | None = None, seeds: int = 3,
+            ablations: bool = False, overrides: list[str] | None = None, gbdt_max_iter: int = 300,
+            log: Callable[[str], None] = print) -> dict[str, Any]:
+    """Train every model (and, with ``ablations``, every PEPNet ablation) with ``seeds`` seeds (train.seed,
+    train.seed + 1, ...) on one prepared data set; write results.json / .csv / .md / .png to ``out``.
+    ``gbdt_max_iter``: the most boosting rounds of the GBDT (the best number is chosen on validation).
+    Returns the results dict (as in results.json)."""
+    if not isinstance(config, ExperimentConfig):
+        config = load_config(config, overrides)
+    elif overrides:
+        config = parse_config(config.to_dict(), "<config>", overrides)
+    if seeds < 1:
+        raise ValueError(f"--seeds must be >= 1; got {seeds}")
+    rows = entries(list(models or MODELS), ablations)
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    t0 = time.time()
+    prep = prepare(config, log=log)
+    log(f"data prepared once in {time.time() - t0:.1f}s; {len(rows)} model(s) x {seeds} seed(s)")
+    progress = Progress(len(rows) * seeds, config.train.epochs, log)
+    result: dict[str, Any] = {
+        "config_name": config.name, "config": config.to_dict(), "n_seeds": seeds,
+        "tasks": prep.encoder.task_names, "domains": prep.encoded["test"].domain_names, "models": {},
+    }
+    for entry in rows:
+        runs = []
+        for k in range(seeds):
+            seed = config.train.seed + k
+            progress.begin(entry.label, seed)
+            start = time.time()
+            if entry.model == GBDT:
+                report, rounds = fit_gbdt(prep, seed, log=progress.message, max_iter=gbdt_max_iter)
+                run = {"seed": seed, "gbdt_rounds": rounds}
+            else:
+                tree = config.to_dict()
+                tree["model"] = {**tree["model"], "name": entry.model, **entry.overrides}
+                tree["train"] = {**tree["train"], "seed": seed}
+                cfg = parse_config(tree, f"{entry.label} seed {seed}")
+                run_dir = out / "runs" / entry.label.replace("[", "_").replace("]", "").replace("=", "-") / f"seed{seed}"
+                _, state, report = train_model(cfg, prep, run_dir, log=progress.message)
+                run = {"seed": seed, "best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history}
+            progress.end()
+            run.update(seconds=round(time.time() - start, 1), report=report.to_dict())
+            runs.append(run)
+            log(f"{progress.label} done in {_duration(run['seconds'])}: test "
+                + ", ".join(f"{r['task']} AUC {r['auc']:.4f}" for r in report.overall()))
+        agg = aggregate(runs)
+        result["models"][entry.label] = {
+            "model": entry.model, "overrides": entry.overrides, "runs": runs,
+            "aggregate": {"|".join(k): v for k, v in agg.items()},
+        }
+    result["seconds"] = round(time.time() - t0, 1)
+    (out / "results.json").write_text(json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
+    write_csv(result, out / "results.csv")
+    (out / "results.md").write_text(format_tables(result))
+    plot(result, out / "results.png")
+    log(f"written: {out / 'results.json'}, results.csv, results.md, results.png ({_duration(result['seconds'])} in all)")
+    return result
+
+
+__all__ = ["ABLATIONS", "GBDT", "MODELS", "compare", "entries", "fit_gbdt", "format_tables"]

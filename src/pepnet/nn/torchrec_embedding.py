@@ -1,0 +1,174 @@
+"""Model-parallel embeddings with TorchRec (optional extra ``pepnet[torchrec]``; install: scripts/install-torchrec.sh).
+
+:class:`TorchRecFeatureEmbedding` is a drop-in for :class:`~pepnet.nn.embedding.FeatureEmbedding`: the same
+inputs (sparse int64 [B, Fs] ids offset into the fused table, dense float32 [B, Fd]) and output
+(float [B, Fs + Fd, d]), but the fused table is split into one TorchRec table per sparse field, held in an
+``EmbeddingBagCollection`` (one id per bag, sum pooling = a plain lookup). :func:`shard_model` then wraps
+the whole model in ``DistributedModelParallel``: the tables are sharded across the ranks (table-wise or
+column-wise on CPU with gloo, row-wise on GPU, or whatever TorchRec's planner picks), the dense part (gates,
+towers, dense-field vectors) is replicated with DDP.
+
+TorchRec is imported lazily, so pepnet works without it; :func:`available` says whether it is installed.
+"""
+from __future__ import annotations
+
+import importlib.util
+from typing import Iterable
+
+import torch
+from torch import nn
+
+from .embedding import FeatureEmbedding
+
+
+def available() -> bool:
+    """True if TorchRec (and its fbgemm kernels) can be imported."""
+    if importlib.util.find_spec("torchrec") is None:
+        return False
+    try:
+        import torchrec  # noqa: F401
+    except Exception:  # a broken install (e.g. fbgemm built for another torch) counts as absent
+        return False
+    return True
+
+
+def _require():
+    if not available():
+        raise ImportError("TorchRec is not installed; install the optional extra with scripts/install-torchrec.sh "
+                          "(torchrec==1.8.0 --no-deps, fbgemm-gpu-cpu==1.8.0, tensordict, pyre-extensions)")
+    import torchrec
+
+    return torchrec
+
+
+def table_name(field: int) -> str:
+    return f"field_{field}"
+
+
+class TorchRecFeatureEmbedding(nn.Module):
+    """One TorchRec table per sparse field. ``field_sizes``: rows of each field (the encoder's
+    ``FieldInfo.size``, in field order); ids arrive offset into the fused table and are made local here.
+
+    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d].
+    """
+
+    def __init__(self, field_sizes: Iterable[int], n_dense: int, dim: int, init_std: float = 0.05,
+                 device: torch.device | str | None = None):
+        super().__init__()
+        torchrec = _require()
+        sizes = [int(s) for s in field_sizes]
+        self.dim, self.n_sparse = dim, len(sizes)
+        offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
+        self.register_buffer("offsets", offsets, persistent=False)
+        self.keys = [table_name(i) for i in range(len(sizes))]
+        tables = [torchrec.EmbeddingBagConfig(name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k],
+                                              pooling=torchrec.PoolingType.SUM)
+                  for k, n in zip(self.keys, sizes)]
+        self.ebc = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device(device or "cpu"))
+        if str(device) != "meta":
+            with torch.no_grad():
+                for w in self.ebc.embedding_bags.values():
+                    w.weight.normal_(std=init_std)
+        self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * init_std) if n_dense else None
+
+    @classmethod
+    def from_fused(cls, fused: FeatureEmbedding, field_sizes: Iterable[int]) -> "TorchRecFeatureEmbedding":
+        """The same embeddings as a fused :class:`FeatureEmbedding` (its rows copied field by field)."""
+        sizes = list(field_sizes)
+        n_dense = 0 if fused.dense_vectors is None else fused.dense_vectors.shape[0]
+        out = cls(sizes, n_dense, fused.dim)
+        with torch.no_grad():
+            start = 0
+            for k, n in zip(out.keys, sizes):
+                out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start:start + n])
+                start += n
+            if n_dense:
+                out.dense_vectors.copy_(fused.dense_vectors)
+        return out
+
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
+
+        b = sparse.shape[0]
+        local = (sparse - self.offsets).t().reshape(-1)  # field-major: all of field 0, then field 1, ...
+        kjt = KeyedJaggedTensor.from_lengths_sync(keys=self.keys, values=local,
+                                                  lengths=torch.ones(b * self.n_sparse, dtype=torch.int32, device=sparse.device))
+        pooled = self.ebc(kjt).to_dict()
+        emb = torch.stack([pooled[k] for k in self.keys], dim=1)  # [B, Fs, d]
+        if self.dense_vectors is not None:
+            emb = torch.cat([emb, dense.unsqueeze(-1).to(emb.dtype) * self.dense_vectors], dim=1)
+        return emb
+
+    def embedding_parameters(self) -> list[nn.Parameter]:
+        return [p for p in (*self.ebc.parameters(), self.dense_vectors) if p is not None]
+
+
+def use_torchrec_embedding(model: nn.Module, field_sizes: Iterable[int]) -> nn.Module:
+    """Replace ``model.embedding`` (a fused FeatureEmbedding) by the equivalent TorchRec one, weights kept."""
+    model.embedding = TorchRecFeatureEmbedding.from_fused(model.embedding, field_sizes)
+    return model
+
+
+def shard_model(model: nn.Module, device: torch.device, sharding_type: str | None = None,
+                batch_size: int = 1024) -> nn.Module:
+    """Wrap ``model`` (with a :class:`TorchRecFeatureEmbedding` as ``model.embedding``) in
+    ``DistributedModelParallel`` on the current process group. ``sharding_type`` (``table_wise``,
+    ``column_wise``, ``row_wise``, ...) forces one layout for every table; None lets TorchRec's planner choose.
+    The dense part is wrapped in DDP."""
+    _require()
+    import torch.distributed as dist
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
+    from torchrec.distributed.types import ShardingEnv
+
+    world = dist.get_world_size()
+    keys = model.embedding.keys
+    constraints = {k: ParameterConstraints(sharding_types=[sharding_type]) for k in keys} if sharding_type else None
+    planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device=device.type),
+                                       batch_size=batch_size, constraints=constraints, debug=False)
+    pg = dist.GroupMember.WORLD
+    plan = planner.collective_plan(model, None, pg)
+    return DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=device, plan=plan)
+
+
+def gather_full_state(sharded: nn.Module) -> dict[str, torch.Tensor]:
+    """Unsharded copies of every tensor of a DistributedModelParallel model's state_dict (a collective: every
+    rank must call it); keys as the plain model's."""
+    import torch.distributed as dist
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    out = {}
+    for key, value in sharded.state_dict().items():
+        name = key.removeprefix("module.")
+        if isinstance(value, ShardedTensor):
+            full = torch.zeros(value.size(), dtype=value.dtype) if dist.get_rank() == 0 else None
+            value.gather(0, full)
+            obj = [full]
+            dist.broadcast_object_list(obj, 0)
+            out[name] = obj[0]
+        elif hasattr(value, "full_tensor"):  # DTensor
+            out[name] = value.full_tensor()
+        else:
+            out[name] = value
+    return out
+
+
+def load_full_state(sharded: nn.Module, state: dict[str, torch.Tensor]) -> None:
+    """Copy an unsharded state_dict (keys of the plain model) into the local shards of a sharded model."""
+    from torch.distributed._shard.sharded_tensor import ShardedTensor
+
+    with torch.no_grad():
+        for key, value in sharded.state_dict().items():
+            full = state[key.removeprefix("module.")]
+            if isinstance(value, ShardedTensor):
+                for shard in value.local_shards():
+                    (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
+                    shard.tensor.copy_(full[r0:r0 + nr, c0:c0 + nc])
+            elif hasattr(value, "to_local"):  # DTensor
+                raise NotImplementedError(f"{key}: loading DTensor shards is not supported")
+            else:
+                value.copy_(full)
+
+
+__all__ = ["TorchRecFeatureEmbedding", "available", "gather_full_state", "load_full_state",
+           "shard_model", "use_torchrec_embedding"]

@@ -1,0 +1,205 @@
+"""Data-parallel training: process group, per-rank shards of each global batch, gradient all-reduce,
+gathered predictions.
+
+Launch with ``torchrun --nproc_per_node N -m pepnet fit CONFIG --out RUN`` (or ``pepnet fit --nproc N``,
+which runs torchrun itself). Backend: gloo on CPU, nccl on GPU (one GPU per process, ``cuda:LOCAL_RANK``).
+
+* **Batches.** ``train.batch_size`` is the *global* batch: every rank walks the same shuffled order
+  (same seed) and takes its own contiguous slice of each global batch (:class:`ShardedBatches`), so N
+  processes make the same optimiser steps as one process with the same batch size.
+* **Gradients.** Synchronised by hand after ``backward`` (:func:`sync_gradients`): dense gradients with an
+  all-reduce, the embedding table's sparse (row-wise) gradients by all-gathering their (row, value)
+  pairs — this works on gloo and nccl alike (nccl has no sparse all-reduce), and sends only the rows the
+  batch touched. Each rank then takes the same optimiser step, so the replicas stay identical.
+* **Evaluation.** Each rank scores a contiguous block of rows and the blocks are gathered in order, so
+  every rank computes metrics on exactly the predictions a single process would make (and all ranks
+  take the same early-stopping decision).
+* **Files.** Only rank 0 writes checkpoints and run files.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from typing import Iterator
+
+import numpy as np
+import torch
+import torch.distributed as dist
+from torch import nn
+
+from ..data.batches import Batch, BatchLoader, TensorData
+
+
+@dataclass(frozen=True)
+class DistContext:
+    """Where this process stands: ``rank`` of ``world`` processes (``world == 1``: not distributed)."""
+
+    rank: int = 0
+    world: int = 1
+    local_rank: int = 0
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def active(self) -> bool:
+        return self.world > 1
+
+    def device(self, name: str) -> torch.device:
+        """The device of this rank for ``train.device``: ``cuda:LOCAL_RANK`` for cuda / auto-with-GPU."""
+        from .trainer import resolve_device
+
+        dev = resolve_device(name)
+        if dev.type == "cuda" and self.active:
+            return torch.device("cuda", self.local_rank)
+        return dev
+
+    def loader(self, data: TensorData, batch_size: int, seed: int) -> BatchLoader:
+        """The training batches of this rank (all of them when not distributed)."""
+        if not self.active:
+            return BatchLoader(data, batch_size, shuffle=True, seed=seed)
+        return ShardedBatches(data, batch_size, seed, self.rank, self.world)
+
+    # ------------------------------------------------------------------ collectives (no-ops when world == 1)
+    def _comm_device(self) -> torch.device:
+        return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
+
+    def mean(self, value: float) -> float:
+        """The mean of ``value`` over the ranks."""
+        if not self.active:
+            return value
+        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
+        dist.all_reduce(t)
+        return float(t.item()) / self.world
+
+    def all_true(self, flag: bool) -> bool:
+        if not self.active:
+            return flag
+        t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=self._comm_device())
+        dist.all_reduce(t)
+        return int(t.item()) == 0
+
+    def barrier(self) -> None:
+        if self.active:
+            dist.barrier()
+
+
+def init_from_env(device: str = "auto") -> DistContext:
+    """Join the process group that torchrun describes in the environment (WORLD_SIZE, RANK, LOCAL_RANK,
+    MASTER_ADDR, MASTER_PORT); a plain single process gets ``DistContext()``."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return DistContext()
+    rank, local = int(os.environ["RANK"]), int(os.environ.get("LOCAL_RANK", "0"))
+    ctx = DistContext(rank, world, local)
+    if not dist.is_initialized():
+        if not dist.is_available():
+            raise RuntimeError("torch.distributed is not available in this build of torch")
+        gpu = ctx.device(device).type == "cuda"
+        if gpu:
+            torch.cuda.set_device(local)
+        dist.init_process_group("nccl" if gpu else "gloo")
+    return ctx
+
+
+class ShardedBatches(BatchLoader):
+    """Global batches of ``batch_size`` rows in the shared shuffled order; yields rank ``rank``'s contiguous
+    share of each (``torch.tensor_split`` of the global batch into ``world`` parts)."""
+
+    def __init__(self, data: TensorData, batch_size: int, seed: int, rank: int, world: int):
+        super().__init__(data, batch_size, shuffle=True, seed=seed)
+        self.shard_rank, self.shard_world = rank, world
+
+    def __iter__(self) -> Iterator[Batch]:
+        order = self._order()
+        n = len(self.data)
+        for b in range(self.start_batch, len(self)):
+            idx = order[b * self.batch_size: min((b + 1) * self.batch_size, n)]
+            yield self.data.batch(torch.tensor_split(idx, self.shard_world)[self.shard_rank])
+        self.start_batch = 0
+
+
+def broadcast_parameters(model: nn.Module) -> None:
+    """Copy rank 0's parameters and buffers to every rank (identical replicas at the start)."""
+    with torch.no_grad():
+        for t in model.state_dict().values():
+            dist.broadcast(t, 0)
+
+
+def _gather_varlen(t: torch.Tensor, world: int) -> list[torch.Tensor]:
+    """All-gather tensors whose first dimension differs between ranks."""
+    n = torch.tensor([t.shape[0]], dtype=torch.int64, device=t.device)
+    sizes = [torch.zeros_like(n) for _ in range(world)]
+    dist.all_gather(sizes, n)
+    sizes_i = [int(s.item()) for s in sizes]
+    pad = torch.zeros((max(sizes_i) - t.shape[0], *t.shape[1:]), dtype=t.dtype, device=t.device)
+    full = torch.cat([t, pad])
+    parts = [torch.empty_like(full) for _ in range(world)]
+    dist.all_gather(parts, full.contiguous())
+    return [p[:s] for p, s in zip(parts, sizes_i)]
+
+
+def sync_gradients(model: nn.Module, world: int) -> None:
+    """Replace every gradient by its mean over the ranks (dense: all-reduce; sparse: gather rows and values)."""
+    for p in model.parameters():
+        g = p.grad
+        if g is None:
+            continue
+        if g.is_sparse:
+            g = g.coalesce()
+            idx = _gather_varlen(g.indices().t().contiguous(), world)   # [nnz_r, 1] per rank
+            val = _gather_varlen(g.values(), world)                     # [nnz_r, d] per rank
+            p.grad = torch.sparse_coo_tensor(torch.cat(idx).t(), torch.cat(val) / world, g.shape).coalesce()
+        else:
+            dist.all_reduce(g)
+            g.div_(world)
+
+
+def gather_rows(local: np.ndarray, world: int, device: torch.device) -> np.ndarray:
+    """Concatenate every rank's block of rows, in rank order."""
+    parts = _gather_varlen(torch.from_numpy(np.ascontiguousarray(local)).to(device), world)
+    return torch.cat(parts).cpu().numpy()
+
+
+class _RowBlock:
+    """Rows ``[lo, hi)`` of a TensorData, with the same interface (``len``, ``batch``)."""
+
+    def __init__(self, data: TensorData, lo: int, hi: int):
+        self.data, self.lo, self.hi = data, lo, hi
+
+    def __len__(self) -> int:
+        return self.hi - self.lo
+
+    def batch(self, index: slice) -> Batch:
+        return self.data.batch(slice(self.lo + index.start, self.lo + index.stop))
+
+
+def predict_probs(model: nn.Module, data: TensorData, batch_size: int, device: torch.device,
+                  ctx: DistContext | None = None) -> np.ndarray:
+    """Probabilities float32 [N, T] for every row of ``data`` in order; with several ranks each scores a
+    contiguous block and the blocks are gathered, so the result equals a single process's."""
+    from .trainer import predict_probs as predict_local
+
+    if ctx is None or not ctx.active:
+        return predict_local(model, data, batch_size, device)
+    n = len(data)
+    lo, hi = ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
+    local = predict_local(model, _RowBlock(data, lo, hi), batch_size, device)
+    if local.size == 0:
+        local = np.zeros((0, int(data.labels.shape[1])), dtype=np.float32)
+    return gather_rows(local, ctx.world, ctx._comm_device())
+
+
+def launch(nproc: int, argv: list[str]) -> int:
+    """Run ``python -m pepnet ARGV`` under torchrun with ``nproc`` processes on this machine; returns the exit code."""
+    import subprocess
+    import sys
+
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
+           "-m", "pepnet", *argv]
+    return subprocess.call(cmd)
+
+
+__all__ = ["DistContext", "ShardedBatches", "broadcast_parameters", "gather_rows", "init_from_env", "launch",
+           "predict_probs", "sync_gradients"]

@@ -1,0 +1,245 @@
+"""Online (incremental) training over periods: progressive validation, then training, period after period.
+
+For every period file, in time order, the current model is first **evaluated** on it (it has never seen
+those rows: the progressive validation that online systems report), then **trained** on it. The
+optimiser states (Adagrad, Adam), the encoder's statistics of the past and its vocabularies carry over:
+values first seen in a later period get rows of the fields' ``reserve`` (``Encoder.partial_fit``), so the
+model never restarts from scratch.
+
+A stream run directory is an ordinary run directory (``Run.load`` / ``pepnet evaluate`` / ``predict`` work
+on it) plus ``stream.csv`` (one row per period) and ``stream.png`` (the metric curves). ``model.pt`` always
+holds the latest model. Periods already in ``stream.csv`` (same file name and sha256) are skipped, so
+re-running a stream over a growing folder only processes the new files.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import warnings
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+import polars as pl
+import torch
+import yaml
+from tqdm.auto import tqdm
+
+from ..config import ConfigError, ExperimentConfig, load_config, parse_config
+from ..data.batches import BatchLoader, TensorData
+from ..data.encoder import Encoder
+from ..data.errors import DataError, DataWarning
+from ..data.sources import read_files
+from ..data.validate import validate
+from ..metrics import MetricsReport
+from ..nn import ModelLayout, build_model
+from .checkpoint import load_checkpoint
+from .trainer import BEST, Trainer, resolve_device, seed_everything
+
+STREAM_CSV = "stream.csv"
+STREAM_PNG = "stream.png"
+DATA_SUFFIXES = (".parquet", ".pq", ".csv", ".tsv")
+
+
+def period_files(data: str | Path | list[str]) -> list[str]:
+    """The period files to stream: a folder's data files sorted by name (name them so that this is time
+    order, e.g. ``2024-01-01.parquet`` or ``period-000.parquet``), one file, or a list kept in its order."""
+    if isinstance(data, (list, tuple)):
+        return [str(p) for p in data]
+    p = Path(data)
+    if p.is_dir():
+        files = sorted(str(f) for f in p.iterdir() if f.suffix.lower() in DATA_SUFFIXES)
+        if not files:
+            raise DataError("no .parquet / .csv files in the folder; expected one file per period", file=str(p))
+        return files
+    if not p.exists():
+        raise DataError("file does not exist", file=str(p))
+    return [str(p)]
+
+
+def _sha256(path: str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+class OnlineRun:
+    """A run that learns period by period. Open one with :meth:`create` or :meth:`open`."""
+
+    def __init__(self, out: Path, config: ExperimentConfig, encoder: Encoder, trainer: Trainer,
+                 history: list[dict], log: Callable[[str], None] = print):
+        self.out, self.config, self.encoder, self.trainer, self.history, self.log = out, config, encoder, trainer, history, log
+
+    @property
+    def model(self) -> torch.nn.Module:
+        return self.trainer.model
+
+    # ------------------------------------------------------------------ opening
+    @classmethod
+    def create(cls, config: ExperimentConfig, first: pl.DataFrame, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
+        """A new run in ``out``: the encoder is fitted on the first period ``first`` (capacity for later
+        values comes from the features' ``reserve``), the model is freshly initialised."""
+        from ..run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE, layout_from_encoder
+
+        tc = config.train
+        seed_everything(tc.seed, tc.deterministic, tc.threads)
+        reserving = [f.name for f in config.schema_.features if f.kind == "sparse" and f.reserve and not f.hash_buckets]
+        if not reserving:
+            warnings.warn("no sparse feature has a 'reserve': values first seen after the first period stay out of "
+                          "vocabulary (set e.g. schema.features.N.reserve to let the vocabulary grow)", DataWarning, stacklevel=3)
+        encoder = Encoder(config.schema_).fit(first)
+        n_domains = first[config.schema_.domain].n_unique()
+        layout = layout_from_encoder(encoder, config.model, n_domains)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
+        encoder.save(out / ENCODER_DIR)
+        model = build_model(layout, config.model)
+        log(f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
+            f"({encoder.num_embeddings:,} embedding rows, reserve included)")
+        trainer = Trainer(model, tc, encoder.task_names, [s.weight for s in config.schema_.labels.values()],
+                          run_dir=out, device=resolve_device(tc.device), log=log)
+        return cls(out, config, encoder, trainer, [], log)
+
+    @classmethod
+    def open(cls, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
+        """Continue an existing run directory (written by ``pepnet stream`` or ``pepnet fit``): encoder,
+        model, optimiser states and random state come back from it."""
+        from ..run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE
+
+        config = load_config(out / CONFIG_FILE)
+        tc = config.train
+        seed_everything(tc.seed, tc.deterministic, tc.threads)
+        encoder = Encoder.load(out / ENCODER_DIR)
+        raw = json.loads((out / LAYOUT_FILE).read_text())
+        layout = ModelLayout(**{**raw, "tasks": tuple(raw["tasks"]), "groups": {k: list(v) for k, v in raw["groups"].items()}})
+        model = build_model(layout, config.model)
+        device = resolve_device(tc.device)
+        trainer = Trainer(model, tc, encoder.task_names, [s.weight for s in config.schema_.labels.values()],
+                          run_dir=out, device=device, log=log)
+        if not trainer.resume():  # no training state: start the optimisers afresh from the best weights
+            model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+        history = pl.read_csv(out / STREAM_CSV).to_dicts() if (out / STREAM_CSV).is_file() else []
+        return cls(out, config, encoder, trainer, history, log)
+
+    # ------------------------------------------------------------------ one period
+    def evaluate(self, df: pl.DataFrame) -> MetricsReport:
+        """Metrics of the current model on ``df`` (not trained on it; statistics of the past only)."""
+        from ..run import score
+
+        tc = self.config.train
+        return score(self.model, self.encoder.transform(df), self.encoder.task_names, tc.eval_batch_size, self.trainer.device)
+
+    def learn(self, df: pl.DataFrame, passes: int = 1, seed: int = 0, fitted_on_it: bool = False) -> dict:
+        """Grow the vocabularies, encode ``df`` with the accumulated statistics, train ``passes`` passes over it
+        (shuffled), add it to the statistics. ``fitted_on_it``: the encoder was just fitted on ``df`` (first period).
+        Returns {"train_loss", "new_values", "steps"}."""
+        enc, tc = self.encoder, self.config.train
+        before = sum(len(v) for v in enc.vocabs.values())
+        data = enc.transform(df, training=True) if fitted_on_it else enc.partial_fit(df)
+        new_values = sum(len(v) for v in enc.vocabs.values()) - before
+        loader = BatchLoader(TensorData(data), tc.batch_size, shuffle=True, seed=seed)
+        self.model.train()
+        total, seen = 0.0, 0
+        for p in range(passes):
+            loader.epoch = p
+            for batch in loader:
+                loss = self.trainer.step(batch)
+                if loss is not None:
+                    total, seen = total + loss, seen + 1
+        return {"train_loss": total / max(seen, 1), "new_values": new_values, "steps": seen}
+
+    def save(self) -> None:
+        from ..run import ENCODER_DIR
+
+        self.encoder.save(self.out / ENCODER_DIR)
+        self.trainer.save()
+        self.trainer.save_best()
+        pl.DataFrame(self.history, infer_schema_length=None).write_csv(self.out / STREAM_CSV)
+        plot_stream(self.history, self.out / STREAM_PNG)
+
+    def period(self, path: str, passes: int = 1, learn: bool = True, fitted_on_it: bool = False) -> dict:
+        """Evaluate on the file, then (``learn``) train on it; append the record to the history and save."""
+        frame = read_files([path])
+        schema = self.config.schema_
+        validate(frame, schema)
+        df = frame.df.sort(schema.time, maintain_order=True) if schema.time else frame.df
+        record: dict = {"period": len(self.history), "file": path, "sha256": _sha256(path), "rows": df.height}
+        if not fitted_on_it:  # the first period of a new run has no model to evaluate yet
+            report = self.evaluate(df)
+            record.update(report.summary())
+            for row in report.overall():
+                record[f"auc_{row['task']}"] = row["auc"]
+                record[f"gauc_{row['task']}"] = row["gauc"]
+        if learn:
+            record.update(self.learn(df, passes, seed=self.config.train.seed + len(self.history), fitted_on_it=fitted_on_it))
+        self.history.append(record)
+        self.save()
+        return record
+
+
+def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConfig | str | Path | None = None,
+           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print) -> OnlineRun:
+    """Stream the period files of ``data`` through the run in ``out`` (created from ``config`` if ``out`` holds
+    no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped."""
+    out = Path(out)
+    files = period_files(data)
+    from ..run import CONFIG_FILE
+
+    if (out / CONFIG_FILE).is_file():
+        if overrides:
+            raise ConfigError("--set cannot change a run that already exists; it keeps the config it was created with")
+        run, fresh = OnlineRun.open(out, log), False
+    else:
+        if config is None:
+            raise FileNotFoundError(f"{out} holds no run ({CONFIG_FILE} missing) and no config was given")
+        if not isinstance(config, ExperimentConfig):
+            config = load_config(config, overrides)
+        elif overrides:
+            config = parse_config(config.to_dict(), "<config>", overrides)
+        first = read_files([files[0]])
+        validate(first, config.schema_)
+        run, fresh = OnlineRun.create(config, first.df, out, log), True
+    done = {(Path(r["file"]).name, r["sha256"]) for r in run.history}
+    todo = [f for f in files if (Path(f).name, _sha256(f)) not in done]
+    if len(todo) < len(files):
+        log(f"skipping {len(files) - len(todo)} file(s) already streamed into {out}")
+    bar = tqdm(todo, desc="periods", unit="period", disable=True if not run.config.train.progress else None)
+    for i, f in enumerate(bar):
+        rec = run.period(f, passes=passes, fitted_on_it=fresh and i == 0)
+        auc = rec.get("mean_auc", math.nan)
+        log(f"period {rec['period']} {Path(f).name}: rows {rec['rows']:,}  progressive mean AUC {auc:.4f}  "
+            f"train loss {rec['train_loss']:.4f}  new ids {rec['new_values']}")
+    bar.close()
+    return run
+
+
+def plot_stream(history: list[dict], path: Path) -> None:
+    """Progressive AUC / GAUC per task against the period (matplotlib Agg)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from matplotlib.ticker import MaxNLocator
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    periods = [r["period"] for r in history]
+    for key in sorted({k for r in history for k in r if k.startswith(("auc_", "gauc_"))}):
+        ys = [r.get(key) if r.get(key) is not None else np.nan for r in history]
+        ax.plot(periods, ys, marker="o", label=key.replace("_", " ", 1))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))
+    ax.set_xlabel("period")
+    ax.set_ylabel("progressive metric (evaluated before training)")
+    ax.grid(alpha=0.3)
+    if ax.lines:
+        ax.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path, dpi=100)
+    plt.close(fig)
+
+
+__all__ = ["OnlineRun", "STREAM_CSV", "STREAM_PNG", "period_files", "plot_stream", "stream"]

@@ -1,0 +1,128 @@
+"""`pepnet compare`: one data preparation, every model x seed, results.json / .csv / .md / .png of the right shape."""
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from pepnet import compare as cmp
+from pepnet.cli import app
+from pepnet.config import parse_config
+
+TREE = {
+    "name": "tiny",
+    "data": {"dataset": "synthetic", "synthetic": {"n_rows": 1500, "n_users": 100, "n_items": 300, "n_authors": 30,
+                                                    "n_domains": 3, "tasks": ["click", "like"], "n_dense": 1, "seed": 0}},
+    "schema": {
+        "domain": "domain_id", "user": "user_id", "time": "time", "labels": {"click": "click", "like": "like"},
+        "features": [{"name": "user_id"}, {"name": "item_id"}, {"name": "domain_id"}, {"name": "d0", "kind": "dense"}],
+        "stats": [{"name": "user_click", "keys": ["user_id"], "stat": "rate", "target": "click"},
+                  {"name": "dom_n", "keys": ["domain_id"], "stat": "count"}],
+        "groups": {"general": ["user_id", "item_id", "domain_id", "d0", "user_click"], "domain_side": ["domain_id", "dom_n"],
+                   "user_prior": ["user_id", "user_click"], "item_prior": ["item_id"]},
+    },
+    "model": {"embedding_dim": 4, "hidden_units": [8, 4], "gate_hidden": 4},
+    "train": {"epochs": 2, "batch_size": 512, "progress": False, "patience": 0},
+}
+
+
+@pytest.fixture(scope="module")
+def result(tmp_path_factory):
+    out = tmp_path_factory.mktemp("cmp")
+    calls = []
+    import pepnet.compare as module
+
+    real = module.prepare
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    module.prepare = counting
+    lines: list[str] = []
+    try:
+        res = cmp.compare(parse_config(dict(TREE)), out, models=["mmoe", "star", "pepnet", "gbdt"],
+                          seeds=2, gbdt_max_iter=20, log=lines.append)
+    finally:
+        module.prepare = real
+    return out, res, calls, lines
+
+
+def test_data_prepared_once(result):
+    _, _, calls, lines = result
+    assert len(calls) == 1
+    assert any("[1/8 mmoe seed 42]" in ln for ln in lines)
+    assert any("epoch 2" in ln and "time left <=" in ln for ln in lines)
+
+
+def test_results_json_shape(result):
+    out, res, _, _ = result
+    data = json.loads((out / "results.json").read_text())
+    assert list(data["models"]) == ["mmoe", "star", "pepnet", "gbdt"]
+    assert data["tasks"] == ["click", "like"] and data["n_seeds"] == 2
+    for label, entry in data["models"].items():
+        assert [r["seed"] for r in entry["runs"]] == [42, 43]
+        cell = entry["aggregate"]["ALL|click|auc"]
+        assert cell["n"] == 2 and len(cell["values"]) == 2
+        assert 0.0 <= cell["mean"] <= 1.0 and cell["std"] >= 0.0
+        assert abs(cell["mean"] - sum(cell["values"]) / 2) < 1e-9
+        assert "ALL|mean|gauc" in entry["aggregate"]
+        for d in data["domains"]:
+            assert f"{d}|like|auc" in entry["aggregate"]
+        if label != "gbdt":
+            assert all(1 <= r["best_epoch"] <= 2 for r in entry["runs"])
+    # different seeds give different neural models
+    pep = data["models"]["pepnet"]["aggregate"]["ALL|click|auc"]["values"]
+    assert pep[0] != pep[1]
+
+
+def test_results_csv_png_md(result):
+    out, res, _, _ = result
+    rows = list(csv.DictReader((out / "results.csv").open()))
+    n_domains = len(res["domains"])
+    per_model = 2 * (2 * (1 + n_domains) + 1)  # metrics x (tasks x (ALL + domains) + task mean)
+    assert len(rows) == 4 * per_model
+    assert {r["metric"] for r in rows} == {"auc", "gauc"}
+    png = (out / "results.png").read_bytes()
+    assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 5000
+    md = (out / "results.md").read_text()
+    assert md.count("**") >= 2 * 6  # the best of each overall column is bold
+    assert "like AUC per domain" in md
+
+
+def test_best_is_marked_per_column():
+    res = {"tasks": ["a"], "domains": [], "n_seeds": 1, "models": {
+        "m1": {"aggregate": {"ALL|a|auc": {"mean": 0.6, "std": 0.0}, "ALL|a|gauc": {"mean": 0.7, "std": 0.0}}},
+        "m2": {"aggregate": {"ALL|a|auc": {"mean": 0.8, "std": 0.0}, "ALL|a|gauc": {"mean": 0.5, "std": 0.0}}},
+    }}
+    table = cmp.format_tables(res, per_domain=False)
+    m1 = next(ln for ln in table.splitlines() if ln.startswith("| m1"))
+    m2 = next(ln for ln in table.splitlines() if ln.startswith("| m2"))
+    assert "**0.7000 ± 0.0000**" in m1 and "**0.6000" not in m1
+    assert "**0.8000 ± 0.0000**" in m2 and "**0.5000" not in m2
+
+
+def test_ablation_entries_flip_one_flag_each():
+    rows = cmp.entries(["gbdt"], ablations=True)
+    assert rows[0].label == "gbdt" and rows[1].label == "pepnet" and rows[1].overrides == {}
+    abl = rows[2:]
+    assert len(abl) == len(cmp.ABLATIONS) and all(e.model == "pepnet" and len(e.overrides) == 1 for e in abl)
+    flags = {k for e in abl for k in e.overrides}
+    assert flags == {"stop_gradient", "gamma", "gate_hidden", "epnet_granularity", "ppnet_gate_on",
+                     "ppnet_gate_mode", "domain_stats", "ppnet_priors"}
+    for e in abl:  # every ablation is a valid model config that differs from the default
+        cfg = parse_config({**TREE, "model": {**TREE["model"], **e.overrides}})
+        default = parse_config(dict(TREE))
+        assert cfg.model != default.model
+
+
+def test_unknown_model_is_a_clear_cli_error(tmp_path):
+    cfg = tmp_path / "c.yaml"
+    import yaml
+
+    cfg.write_text(yaml.safe_dump(TREE))
+    res = CliRunner().invoke(app, ["compare", str(cfg), "--out", str(tmp_path / "o"), "--models", "pepnet,mmeo"])
+    assert res.exit_code == 2
+    assert "unknown model 'mmeo'" in res.output
