@@ -274,6 +274,10 @@ class TrainConfig(_Strict):
                           "non-blocking copies) when training on a GPU; 0: off; ignored on CPU")
     data_on_device: bool = Field(False, description="move the whole training split to the training device once "
                                  "(GPU: no per-batch host copies; needs the split to fit in GPU memory)")
+    embedding_sharding: Literal["none", "auto", "table_wise", "column_wise", "row_wise"] = Field(
+        "none", description="shard the embedding tables across the torchrun processes with TorchRec (optional "
+        "extra; 2+ processes): none = one replicated fused table; auto = TorchRec's planner picks; or force one "
+        "layout (row_wise needs GPUs). See docs/distributed.md")
 
 
 class ExperimentConfig(_Strict):

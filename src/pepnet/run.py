@@ -35,6 +35,7 @@ from .train import distributed
 from .train.checkpoint import load_checkpoint
 from .train.distributed import DistContext
 from .train.memory import check_memory, plan_memory
+from .train.sharded import ShardedEmbeddings
 from .train.trainer import BEST, Trainer, TrainState, predict_probs, resolve_device, seed_everything
 
 CONFIG_FILE = "config.yaml"
@@ -237,7 +238,12 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
     weights = [spec.weight for spec in config.schema_.labels.values()]
-    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log, dist=ctx)
+    sharded = None
+    if tc.embedding_sharding != "none":  # TorchRec: tables sharded over the ranks, dense part data-parallel
+        sharded = ShardedEmbeddings(model, [f.size for f in encoder.sparse_fields], tc, device, ctx)
+        log(f"embedding tables sharded over {ctx.world} processes by TorchRec: {', '.join(sharded.plan)}")
+    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log, dist=ctx,
+                      sharded=sharded)
     if resume:
         trainer.resume()
     valid = prep.encoded["valid"]

@@ -109,12 +109,12 @@ def use_torchrec_embedding(model: nn.Module, field_sizes: Iterable[int]) -> nn.M
     return model
 
 
-def shard_model(model: nn.Module, device: torch.device, sharding_type: str | None = None,
+def shard_model(model: nn.Module, device: torch.device, sharding_type: str | list[str] | None = None,
                 batch_size: int = 1024) -> nn.Module:
     """Wrap ``model`` (with a :class:`TorchRecFeatureEmbedding` as ``model.embedding``) in
     ``DistributedModelParallel`` on the current process group. ``sharding_type`` (``table_wise``,
-    ``column_wise``, ``row_wise``, ...) forces one layout for every table; None lets TorchRec's planner choose.
-    The dense part is wrapped in DDP."""
+    ``column_wise``, ``row_wise``, ...) forces one layout for every table, a list lets TorchRec's planner choose
+    among those, None among all. The dense part is wrapped in DDP."""
     _require()
     import torch.distributed as dist
     from torchrec.distributed.model_parallel import DistributedModelParallel
@@ -123,7 +123,8 @@ def shard_model(model: nn.Module, device: torch.device, sharding_type: str | Non
 
     world = dist.get_world_size()
     keys = model.embedding.keys
-    constraints = {k: ParameterConstraints(sharding_types=[sharding_type]) for k in keys} if sharding_type else None
+    types = [sharding_type] if isinstance(sharding_type, str) else sharding_type
+    constraints = {k: ParameterConstraints(sharding_types=list(types)) for k in keys} if types else None
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device=device.type),
                                        batch_size=batch_size, constraints=constraints, debug=False)
     pg = dist.GroupMember.WORLD

@@ -22,6 +22,7 @@ from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, broadcast_parameters, sync_gradients
 from .loss import masked_bce
 from .optim import make_optimizers
+from .sharded import ShardedEmbeddings
 
 CHECKPOINT = "checkpoint.pt"
 BEST = "model.pt"
@@ -83,15 +84,22 @@ class Trainer:
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, task_names: list[str], task_weights: list[float] | None = None,
                  run_dir: str | Path | None = None, device: torch.device | None = None, log: Callable[[str], None] = print,
-                 dist: DistContext | None = None):
+                 dist: DistContext | None = None, sharded: ShardedEmbeddings | None = None):
         self.cfg, self.task_names, self.log = cfg, task_names, log
         self.device = device or resolve_device(cfg.device)
-        self.model = model.to(self.device)
         self.dist = dist or DistContext()  # data-parallel: shards of each global batch, gradients averaged
-        if self.dist.active:
-            broadcast_parameters(self.model)
+        # train.embedding_sharding: TorchRec's DistributedModelParallel (built from ``model``) is stepped instead;
+        # it updates the tables in the backward pass and its DDP averages the dense gradients
+        self.sharded = sharded
+        if sharded is not None:
+            self.model = sharded.module
+            self.optimizers = sharded.optimizers(cfg)
+        else:
+            self.model = model.to(self.device)
+            if self.dist.active:
+                broadcast_parameters(self.model)
+            self.optimizers = make_optimizers(self.model, cfg)
         self.weights = torch.tensor(task_weights or [1.0] * len(task_names), dtype=torch.float32, device=self.device)
-        self.optimizers = make_optimizers(self.model, cfg)
         # bf16 autocast of the forward pass (train.amp); the loss is computed in float32
         self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
         # torch.compile'd view of the same module (train.compile); self.model keeps the plain state_dict
@@ -103,17 +111,20 @@ class Trainer:
     def save(self) -> None:
         """Write checkpoint.pt; never over a good one with non-finite weights (a finite loss can still give an
         infinite gradient): that stops training instead, keeping the last good checkpoint."""
-        if self.run_dir is None or not self.dist.is_main:
+        if self.run_dir is None:
+            return
+        model_state = self.model_state()
+        if not self.dist.is_main:
             return
         # a NaN/inf weight makes the sum NaN/inf (and no table-sized boolean temporary is needed)
-        bad = [n for n, p in self.model.named_parameters() if not torch.isfinite(p.detach().sum())]
+        bad = [n for n, p in model_state.items() if p.is_floating_point() and not torch.isfinite(p.detach().sum())]
         if bad:
             st = self.state
             raise TrainingError(f"weights {bad[:3]} became non-finite by optimiser step {st.step} ({st.epoch} epoch(s) "
                                 f"and {st.batch} batch(es) done); the last good checkpoint {self.run_dir / CHECKPOINT} "
                                 "is kept. Lower the learning rates or check the inputs")
         save_checkpoint({
-            "model": self.model.state_dict(),
+            "model": model_state,
             "optimizers": [o.state_dict() for o in self.optimizers],
             "state": asdict(self.state),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
@@ -124,6 +135,9 @@ class Trainer:
         """Restore the last checkpoint of ``run_dir`` if there is one; True if restored."""
         if self.run_dir is None or not (self.run_dir / CHECKPOINT).exists():
             return False
+        if self.sharded is not None:
+            raise TrainingError(f"--resume is not supported with train.embedding_sharding={self.cfg.embedding_sharding!r} "
+                                "yet (the tables' fused Adagrad state is not checkpointed); start a new run")
         ck = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
         self.model.load_state_dict(ck["model"])
         for opt, st in zip(self.optimizers, ck["optimizers"]):
@@ -137,9 +151,15 @@ class Trainer:
         self.log(f"resumed from {self.run_dir / CHECKPOINT}: epoch {self.state.epoch}, batch {self.state.batch}")
         return True
 
+    def model_state(self) -> dict[str, torch.Tensor]:
+        """The model's state_dict in the plain (fused-table) layout; with sharded tables a collective."""
+        return self.sharded.full_state() if self.sharded is not None else self.model.state_dict()
+
     def save_best(self) -> None:
-        if self.run_dir is not None and self.dist.is_main:
-            save_checkpoint(self.model.state_dict(), self.run_dir / BEST)
+        if self.run_dir is not None:
+            model_state = self.model_state()
+            if self.dist.is_main:
+                save_checkpoint(model_state, self.run_dir / BEST)
 
     # ------------------------------------------------------------------ one step
     def step(self, batch) -> float | None:
@@ -161,7 +181,7 @@ class Trainer:
             raise TrainingError(f"non-finite loss ({total.item()}) at {where}; the last good checkpoint is kept. "
                                 "Lower the learning rates, check the inputs, or set train.on_nan=skip")
         total.backward()
-        if self.dist.active:
+        if self.dist.active and self.sharded is None:
             sync_gradients(self.model, self.dist.world)
         for opt in self.optimizers:
             opt.step()
@@ -196,7 +216,7 @@ class Trainer:
             record = {"epoch": st.epoch, "train_loss": st.epoch_loss / max(st.epoch_batches, 1)}
             st.epoch_loss, st.epoch_batches = 0.0, 0
             if evaluate is not None:
-                score, summary = evaluate(self.model)
+                score, summary = evaluate(self.sharded.plain_model() if self.sharded is not None else self.model)
                 record.update(summary)
                 if score > st.best or st.best_epoch < 0:  # the first epoch is always kept
                     st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
