@@ -292,6 +292,8 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
         "device_type": dev.type,
         "torch": torch.__version__,
         "threads": torch.get_num_threads(),
+        # ACTIVE (libgomp's default) spins at barriers: on a busy 2-core machine that slows ops 10-100x
+        "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (active)"),
         "cpu_count": os.cpu_count(),
         "load_average": list(os.getloadavg()),
         "train_rows": len(enc),
@@ -319,7 +321,7 @@ def _si(x: float | None, unit: str = "") -> str:
 def format_table(result: dict) -> str:
     """The human-readable report of :func:`run_bench`."""
     lines = [f"pepnet bench {result['config']}  device {result['device']} ({result['device_type']}), "
-             f"torch {result['torch']}, {result['threads']} threads, load average {result['load_average'][0]:.2f} "
+             f"torch {result['torch']}, {result['threads']} threads (OMP_WAIT_POLICY {result.get('omp_wait_policy', '?')}), load average {result['load_average'][0]:.2f} "
              f"-> {result['load_average_end'][0]:.2f}, {result['date']}",
              f"train rows {result['train_rows']:,}, embedding rows {result['embedding_rows']:,}, "
              f"parameters {result['parameters']:,}"]
