@@ -52,6 +52,8 @@ class FeatureSpec(_Strict):
     min_count: int = Field(1, ge=1)
     hash_buckets: int | None = Field(None, gt=0)
     log1p: bool = False
+    oov_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: probability that an id of this "
+                               "feature is replaced by its out-of-vocabulary row, so that row learns the cold-start case")
     reserve: int = Field(0, ge=0, description="embedding rows kept free for values first seen after fitting "
                          "(online training grows the vocabulary into them; once full, new values hash into them)")
 

@@ -51,10 +51,12 @@ def layout_from_encoder(encoder: Encoder, cfg: ModelConfig, n_domains: int) -> M
     if not cfg.domain_stats:
         groups["domain_side"] = [i for i in groups["domain_side"] if i in domain_fields] or groups["domain_side"][:1]
     dom = domain_fields[0] if domain_fields else None
+    drops = [(encoder.field_index(f.name), encoder.fields[encoder.field_index(f.name)].offset, f.oov_dropout)
+             for f in schema.features if f.kind == "sparse" and f.oov_dropout > 0]
     return ModelLayout(
         num_embeddings=encoder.num_embeddings, n_sparse=len(encoder.sparse_fields), n_dense=len(encoder.dense_fields),
         tasks=tuple(encoder.task_names), groups=groups, n_domains=n_domains, domain_field=dom,
-        domain_offset=encoder.fields[dom].offset if dom is not None else 0,
+        domain_offset=encoder.fields[dom].offset if dom is not None else 0, oov_dropout=drops,
     )
 
 
@@ -183,8 +185,7 @@ class Run:
         config = load_config(directory / CONFIG_FILE)
         encoder = Encoder.load(directory / ENCODER_DIR)
         layout = json.loads((directory / LAYOUT_FILE).read_text())
-        layout = ModelLayout(**{**layout, "tasks": tuple(layout["tasks"]),
-                                "groups": {k: list(v) for k, v in layout["groups"].items()}})
+        layout = ModelLayout.from_dict(layout)
         model = build_model(layout, config.model)
         model.load_state_dict(load_checkpoint(directory / BEST))
         model.to(resolve_device(device)).eval()

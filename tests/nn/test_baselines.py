@@ -163,7 +163,7 @@ def test_domain_stats_flag_changes_domain_side_group():
     class FakeEncoder:  # the part of Encoder layout_from_encoder reads
         class schema:
             domain = "dom"
-            features = [type("F", (), {"name": "dom", "source": "dom", "kind": "sparse"})()]
+            features = [type("F", (), {"name": "dom", "source": "dom", "kind": "sparse", "oov_dropout": 0.0})()]
         num_embeddings, sparse_fields, dense_fields, task_names = 30, [0, 1, 2], [0, 1], ["click", "like"]
         fields = {2: type("FI", (), {"offset": DOMAIN_OFFSET})()}
 

@@ -12,16 +12,35 @@ class FeatureEmbedding(nn.Module):
     Returns float [B, Fs + Fd, d]: sparse rows looked up, dense field j as ``value * v_j``.
     With ``sparse_grad`` the table produces sparse (row-wise) gradients, so the optimiser touches
     only the rows of the batch.
+
+    ``oov_dropout``: (sparse field index, that field's out-of-vocabulary row, probability) triples. In
+    training mode each such id is replaced by the OOV row with that probability, so the OOV row learns
+    what a new or rare id looks like (cold start) instead of staying at its initial value.
     """
 
-    def __init__(self, num_embeddings: int, n_dense: int, dim: int, sparse_grad: bool = True, init_std: float = 0.05):
+    def __init__(self, num_embeddings: int, n_dense: int, dim: int, sparse_grad: bool = True, init_std: float = 0.05,
+                 oov_dropout: list[tuple[int, int, float]] | tuple = ()):
         super().__init__()
         self.dim = dim
         self.table = nn.Embedding(max(num_embeddings, 1), dim, sparse=sparse_grad)
         nn.init.normal_(self.table.weight, std=init_std)
         self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * init_std) if n_dense else None
+        fields, rows, probs = zip(*oov_dropout) if oov_dropout else ((), (), ())
+        self.register_buffer("drop_fields", torch.tensor(fields, dtype=torch.long), persistent=False)
+        self.register_buffer("drop_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+        self.register_buffer("drop_probs", torch.tensor(probs, dtype=torch.float32), persistent=False)
+
+    def _drop_ids(self, sparse: torch.Tensor) -> torch.Tensor:
+        """sparse int64 [B, Fs] with some ids of the configured fields replaced by their OOV row."""
+        ids = sparse.index_select(1, self.drop_fields)                        # [B, K]
+        hit = torch.rand(ids.shape, device=ids.device) < self.drop_probs
+        sparse = sparse.clone()
+        sparse[:, self.drop_fields] = torch.where(hit, self.drop_rows.expand_as(ids), ids)
+        return sparse
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
+        if self.training and self.drop_fields.numel():
+            sparse = self._drop_ids(sparse)
         emb = self.table(sparse)
         if self.dense_vectors is not None:
             emb = torch.cat([emb, dense.unsqueeze(-1).to(emb.dtype) * self.dense_vectors], dim=1)

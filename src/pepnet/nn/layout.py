@@ -13,7 +13,8 @@ class ModelLayout:
     num_embeddings: rows of the fused table; n_sparse / n_dense: field counts; tasks: task names;
     groups: group name -> field indices (general E, domain_side F_d, user/item/author priors);
     n_domains: number of domains seen in training (for models with domain-specific parameters);
-    domain_field: index of the field holding the domain id, or None.
+    domain_field: index of the field holding the domain id, or None;
+    oov_dropout: (sparse field index, its OOV row, probability) for fields with ``oov_dropout`` (training only).
     """
 
     num_embeddings: int
@@ -24,6 +25,7 @@ class ModelLayout:
     n_domains: int = 1
     domain_field: int | None = None
     domain_offset: int = 0
+    oov_dropout: list[tuple[int, int, float]] = field(default_factory=list)
 
     @property
     def n_tasks(self) -> int:
@@ -32,6 +34,12 @@ class ModelLayout:
     @property
     def n_fields(self) -> int:
         return self.n_sparse + self.n_dense
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "ModelLayout":
+        """Inverse of ``dataclasses.asdict`` (as stored in a run's layout.json)."""
+        return cls(**{**d, "tasks": tuple(d["tasks"]), "groups": {k: list(v) for k, v in d["groups"].items()},
+                      "oov_dropout": [tuple(t) for t in d.get("oov_dropout", [])]})
 
     def group(self, name: str) -> list[int]:
         return list(self.groups.get(name, []))

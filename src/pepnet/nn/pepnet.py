@@ -23,7 +23,7 @@ class PEPNet(nn.Module):
         super().__init__()
         d = cfg.embedding_dim
         self.layout = layout
-        self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d)
+        self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, oov_dropout=layout.oov_dropout)
         self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
         self.register_buffer("domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False)
         prior = [i for g in cfg.ppnet_priors for i in layout.group(g)]

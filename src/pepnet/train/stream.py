@@ -116,7 +116,7 @@ class OnlineRun:
         seed_everything(tc.seed, tc.deterministic, tc.threads)
         encoder = Encoder.load(out / ENCODER_DIR)
         raw = json.loads((out / LAYOUT_FILE).read_text())
-        layout = ModelLayout(**{**raw, "tasks": tuple(raw["tasks"]), "groups": {k: list(v) for k, v in raw["groups"].items()}})
+        layout = ModelLayout.from_dict(raw)
         model = build_model(layout, config.model)
         device = resolve_device(tc.device)
         trainer = Trainer(model, tc, encoder.task_names, [s.weight for s in config.schema_.labels.values()],

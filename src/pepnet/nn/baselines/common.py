@@ -42,7 +42,7 @@ class EmbeddedInput(nn.Module):
 
     def __init__(self, layout: ModelLayout, dim: int):
         super().__init__()
-        self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, dim)
+        self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, dim, oov_dropout=layout.oov_dropout)
         self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
         self.out_dim = len(layout.group("general")) * dim
 
