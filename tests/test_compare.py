@@ -4,12 +4,15 @@ from __future__ import annotations
 import csv
 import json
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
 from pepnet import compare as cmp
 from pepnet.cli import app
 from pepnet.config import parse_config
+from pepnet import run as run_module
+from pepnet.run import REFIT_DIR
 
 TREE = {
     "name": "tiny",
@@ -126,3 +129,25 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
     res = CliRunner().invoke(app, ["compare", str(cfg), "--out", str(tmp_path / "o"), "--models", "pepnet,mmeo"])
     assert res.exit_code == 2
     assert "unknown model 'mmeo'" in res.output
+
+
+def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch):
+    tree = {**TREE, "train": {**TREE["train"], "refit": True}}
+
+    calls = []
+    real = run_module.encode_splits
+
+    def counting(*a, **k):
+        calls.append(1)
+        return real(*a, **k)
+
+    monkeypatch.setattr(run_module, "encode_splits", counting)
+    lines: list[str] = []
+    res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, gbdt_max_iter=10,
+                      log=lines.append)
+    assert len(calls) == 2  # the selection splits once, the refit splits once, for 2 models x 2 seeds
+    assert sum("refit on training + validation rows" in ln for ln in lines) == 2 * 2  # gbdt: 2 tasks x 2 seeds
+    assert all((tmp_path / "runs" / "pepnet" / f"seed{s}" / REFIT_DIR / "model.pt").is_file() for s in (42, 43))
+    for label in ("pepnet", "gbdt"):
+        for r in res["models"][label]["runs"]:
+            assert np.isfinite(r["report"]["summary"]["mean_auc"])

@@ -221,10 +221,10 @@ def gates(
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
     from .gates import run_gates
-    from .run import Run, prepare
+    from .run import Run
 
     run = Run.load(run_dir)
-    encoded = run._encode_files(data)[1] if data else prepare(run.config, encoder=run.encoder, log=lambda _: None).encoded["test"]
+    encoded = run._encode_files(data)[1] if data else run.test_data()
     summary = run_gates(run, encoded)
     paths = summary.write(out or run_dir)
     with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):

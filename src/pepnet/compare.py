@@ -2,8 +2,10 @@
 
 The data are loaded, validated, split and encoded ONCE (:func:`pepnet.run.prepare`); every model and seed
 trains on those arrays with the same trainer, loss and metrics (:func:`pepnet.run.train_model`): the epoch is
-chosen on the validation split and the test split is scored once, with the chosen weights. A gradient-boosted
-tree (``gbdt``) on the encoder's statistics of the past is the non-neural reference.
+chosen on the validation split and the test split is scored once, with the chosen weights (with ``train.refit``:
+with a model retrained on training + validation rows for the chosen epochs; the refit data are encoded once
+too). A gradient-boosted tree (``gbdt``) on the encoder's statistics of the past is the non-neural reference
+(with ``train.refit``, its rounds are chosen on validation and it is retrained the same way).
 
 Output directory: ``results.json`` (every run's full report and the aggregates), ``results.csv`` (mean, std
 and values of every metric per model x domain x task), ``results.md`` (readable tables, best of each column
@@ -76,43 +78,61 @@ def entries(models: list[str], ablations: bool) -> list[Entry]:
 
 
 def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_iter: int = 300,
-             learning_rate: float = 0.05) -> tuple[MetricsReport, dict[str, Any]]:
+             learning_rate: float = 0.05, refit_config: ExperimentConfig | None = None
+             ) -> tuple[MetricsReport, dict[str, Any]]:
     """One sklearn HistGradientBoostingClassifier per task on the encoder's raw statistics of the past
     (:meth:`Encoder.stat_values`: training rows see earlier rows only, evaluation rows the training split, and
     the test rows with ``split.test_stats: train+valid`` the validation split too).
 
     The number of boosting rounds of each task is chosen by validation AUC (staged predictions); the test
-    split is predicted once, by the trees up to that round. Returns (test report, {task: best rounds}).
+    split is predicted once, by the trees up to that round. With ``refit_config`` (``train.refit``), trees with
+    that many rounds are trained afresh on training + validation rows (:meth:`Prepared.for_refit`) and predict
+    the test split instead. Returns (test report, {task: best rounds}).
     """
-    from sklearn.ensemble import HistGradientBoostingClassifier
     from sklearn.metrics import roc_auc_score
 
     enc = prep.encoder
     if not enc.schema.stats:
         raise ValueError("model 'gbdt' needs statistics features (schema.stats); the config declares none")
-    encoders = {"train": enc, "valid": enc, "test": prep.test_encoder or enc}
-    x = {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
-    test = prep.encoded["test"]
+    x = _stat_matrices(prep)
+    final = prep.for_refit(refit_config) if refit_config is not None else prep
+    x_final = _stat_matrices(final) if refit_config is not None else x
+    test = final.encoded["test"]
     probs = np.full(test.labels.shape, np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
     for t, task in enumerate(enc.task_names):
-        y = {k: prep.encoded[k].labels[:, t] for k in x}
-        keep = {k: ~np.isnan(v) for k, v in y.items()}
-        clf = HistGradientBoostingClassifier(max_iter=max_iter, learning_rate=learning_rate, early_stopping=False,
-                                             random_state=seed)
-        clf.fit(x["train"][keep["train"]], y["train"][keep["train"]])
-        yv = y["valid"][keep["valid"]]
+        clf = _gbdt_fit(prep, x, t, max_iter, learning_rate, seed)
+        keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
+        yv = prep.encoded["valid"].labels[keep, t]
         scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
-                  for p in clf.staged_predict_proba(x["valid"][keep["valid"]])]
+                  for p in clf.staged_predict_proba(x["valid"][keep])]
         best = int(np.argmax(scores))
         rounds[task] = best + 1
-        for i, p in enumerate(clf.staged_predict_proba(x["test"])):
-            if i == best:
-                probs[:, t] = p[:, 1]
-                break
-        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})")
+        if refit_config is not None:
+            probs[:, t] = _gbdt_fit(final, x_final, t, best + 1, learning_rate, seed).predict_proba(x_final["test"])[:, 1]
+        else:
+            probs[:, t] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
+        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})" + (", refit on training + validation rows"
+                                                                                 if refit_config is not None else ""))
     report = evaluate(probs, test.labels, test.domain, test.user, enc.task_names, test.domain_names)
     return report, rounds
+
+
+def _stat_matrices(prep: Prepared) -> dict[str, np.ndarray]:
+    """Every split's raw statistics of the past, float64 [rows, statistics], read by the encoder that scores it."""
+    encoders = {k: prep.test_encoder if k == "test" and prep.test_encoder else prep.encoder for k in prep.frames}
+    return {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
+
+
+def _gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, rounds: int, learning_rate: float, seed: int):
+    """A HistGradientBoostingClassifier of ``rounds`` rounds on the training rows that have task ``task``'s label."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    y = prep.encoded["train"].labels[:, task]
+    keep = ~np.isnan(y)
+    clf = HistGradientBoostingClassifier(max_iter=rounds, learning_rate=learning_rate, early_stopping=False,
+                                         random_state=seed)
+    return clf.fit(x["train"][keep], y[keep])
 
 
 # --------------------------------------------------------------------------- progress
@@ -332,7 +352,8 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
             progress.begin(entry.label, seed)
             start = time.time()
             if entry.model == GBDT:
-                report, rounds = fit_gbdt(prep, seed, log=progress.message, max_iter=gbdt_max_iter)
+                report, rounds = fit_gbdt(prep, seed, log=progress.message, max_iter=gbdt_max_iter,
+                                          refit_config=config if config.train.refit else None)
                 run = {"seed": seed, "gbdt_rounds": rounds}
             else:
                 tree = config.to_dict()
@@ -340,7 +361,8 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
                 tree["train"] = {**tree["train"], "seed": seed}
                 cfg = parse_config(tree, f"{entry.label} seed {seed}")
                 run_dir = out / "runs" / entry.label.replace("[", "_").replace("]", "").replace("=", "-") / f"seed{seed}"
-                _, state, report = train_model(cfg, prep, run_dir, log=progress.message)
+                trained = train_model(cfg, prep, run_dir, log=progress.message)
+                state, report = trained.state, trained.report
                 run = {"seed": seed, "best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history}
             progress.end()
             run.update(seconds=round(time.time() - start, 1), report=report.to_dict())

@@ -259,6 +259,9 @@ class TrainConfig(_Strict):
     dense_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of every dense weight")
     weight_decay: float = Field(0.0, ge=0.0)
     patience: int = Field(2, ge=0, description="epochs without improvement of validation mean GAUC before stopping")
+    refit: bool = Field(False, description="after choosing the epoch on the validation split, train a fresh model "
+                        "(same seed) on training + validation rows for that many epochs, with vocabularies and "
+                        "statistics fitted on them too, and score the test split with it (the run's final model)")
     monitor: Literal["gauc", "auc"] = "gauc"
     seed: int = 42
     deterministic: bool = False

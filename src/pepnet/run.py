@@ -26,8 +26,8 @@ from .config import ExperimentConfig, ModelConfig, load_config, parse_config
 from .data.batches import TensorData
 from .data.encoder import EncodedData, Encoder
 from .data.errors import DataError, DataWarning
-from .data.sources import PROVENANCE, Frame, load_data, read_files
-from .data.split import SPLITS, split_frame
+from .data.sources import PROVENANCE, Frame, concat_frames, load_data, read_files
+from .data.split import split_frame
 from .data.validate import validate
 from .metrics import MetricsReport, evaluate
 from .nn import ModelLayout, build_model
@@ -41,6 +41,7 @@ from .train.trainer import BEST, Trainer, TrainState, predict_probs, resolve_dev
 CONFIG_FILE = "config.yaml"
 ENCODER_DIR = "encoder"
 LAYOUT_FILE = "layout.json"
+REFIT_DIR = "refit"  # train.refit: the final model trained on training + validation rows
 
 
 def layout_from_encoder(encoder: Encoder, cfg: ModelConfig, n_domains: int) -> ModelLayout:
@@ -121,6 +122,14 @@ class Prepared:
     encoded: dict[str, EncodedData]
     encoder: Encoder
     test_encoder: Encoder | None = None  # the encoder of the test split when its statistics also count validation rows
+    refit_prep: "Prepared | None" = None  # train.refit's splits, encoded once (see for_refit)
+
+    def for_refit(self, config: ExperimentConfig) -> "Prepared":
+        """``train.refit``'s data: training then validation rows as the training split, with an encoder fitted
+        on them, and the test split; encoded on the first call and kept (``pepnet compare`` refits many models)."""
+        if self.refit_prep is None:
+            self.refit_prep = encode_splits(config, refit_frames(self.frames))
+        return self.refit_prep
 
 
 def transform(encoder: Encoder, frame: Frame, training: bool = False) -> EncodedData:
@@ -135,8 +144,11 @@ def transform(encoder: Encoder, frame: Frame, training: bool = False) -> Encoded
         raise DataError(exc.detail, file=file, column=exc.column, row=row) from None
 
 
-def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print) -> Prepared:
-    """Load, validate, split and encode the configured data (fitting a new encoder unless one is given)."""
+def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print,
+            refit: bool = False) -> Prepared:
+    """Load, validate, split and encode the configured data (fitting a new encoder unless one is given).
+    ``refit``: the training and validation rows together form the training split (``train.refit``'s final
+    model) and there is no validation split."""
     schema = config.schema_
     frame = load_data(config.data)
     validate(frame, schema)
@@ -144,17 +156,30 @@ def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Calla
     if config.data.split.method == "files":
         for name in ("valid", "test"):
             validate(frames[name], schema)
+    if refit:
+        frames = refit_frames(frames)
     log("rows: " + ", ".join(f"{k} {v.df.height:,}" for k, v in frames.items()))
-    encoder = encoder or Encoder(schema).fit(frames["train"].df)
+    return encode_splits(config, frames, encoder)
+
+
+def refit_frames(frames: dict[str, Frame]) -> dict[str, Frame]:
+    """The splits of ``train.refit``'s final model: training then validation rows as training, the test rows."""
+    return {"train": concat_frames(frames["train"], frames["valid"]), "test": frames["test"]}
+
+
+def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: Encoder | None = None) -> Prepared:
+    """Fit an encoder on the training frame (unless one is given) and encode every split; without a validation
+    split (a refit) the training split already holds every row before the test period."""
+    encoder = encoder or Encoder(config.schema_).fit(frames["train"].df)
     test_encoder = None
-    if config.data.split.test_stats == "train+valid":  # test rows see the statistics of every earlier row
+    if config.data.split.test_stats == "train+valid" and "valid" in frames:  # test rows see every earlier row
         test_encoder = copy.deepcopy(encoder)
         test_encoder.update_stats(frames["valid"].df)
     encoded = {k: transform(test_encoder if k == "test" and test_encoder else encoder, v, training=(k == "train"))
                for k, v in frames.items()}
-    for name in SPLITS:
+    for name in encoded:
         _check_labels(name, encoded[name], encoder.task_names)
-    for name in ("valid", "test"):
+    for name in [k for k in ("valid", "test") if k in frames]:
         unseen = encoder.unseen_domains(frames[name].df)
         if unseen:
             warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
@@ -179,18 +204,27 @@ class Run:
 
     @classmethod
     def load(cls, directory: str | Path, device: str = "cpu") -> "Run":
+        """The run's final model: with ``train.refit``, the one trained on training + validation rows
+        (``REFIT_DIR``: its own encoder, layout and weights)."""
         directory = Path(directory)
         if not (directory / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"{directory} is not a run directory (no {CONFIG_FILE})")
         config = load_config(directory / CONFIG_FILE)
-        encoder = Encoder.load(directory / ENCODER_DIR)
-        layout = json.loads((directory / LAYOUT_FILE).read_text())
-        layout = ModelLayout.from_dict(layout)
+        final = directory / REFIT_DIR if config.train.refit else directory
+        if not (final / BEST).is_file():
+            raise FileNotFoundError(f"{directory}: no trained model at {final / BEST} (training did not finish; "
+                                    "`pepnet fit --resume` goes on)")
+        encoder = Encoder.load(final / ENCODER_DIR)
+        layout = ModelLayout.from_dict(json.loads((final / LAYOUT_FILE).read_text()))
         model = build_model(layout, config.model)
-        model.load_state_dict(load_checkpoint(directory / BEST))
+        model.load_state_dict(load_checkpoint(final / BEST))
         model.to(resolve_device(device)).eval()
         report = MetricsReport.from_json(directory / "metrics.json") if (directory / "metrics.json").is_file() else None
         return cls(directory, config, encoder, model, report)
+
+    def test_data(self) -> EncodedData:
+        """The configured test split, encoded as the final model was trained to see it."""
+        return prepare(self.config, encoder=self.encoder, log=lambda _: None, refit=self.config.train.refit).encoded["test"]
 
     def _encode_files(self, files: list[str], labels: bool = True) -> tuple[Frame, EncodedData]:
         frame = read_files(files)
@@ -200,7 +234,7 @@ class Run:
     def evaluate(self, data: list[str] | str | None = None) -> MetricsReport:
         """Metrics on new files, or (``data=None``) on the configured test split."""
         if data is None:
-            encoded = prepare(self.config, encoder=self.encoder, log=lambda _: None).encoded["test"]
+            encoded = self.test_data()
         else:
             encoded = self._encode_files([data] if isinstance(data, str) else list(data))[1]
         return score(self.model, encoded, self.encoder.task_names, self.config.train.eval_batch_size, self.device)
@@ -214,11 +248,23 @@ class Run:
         return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
 
 
+@dataclass
+class Trained:
+    """The outcome of :func:`train_model`: the final model, the training state of the run that chose the epoch,
+    the test report of the final model, and the encoder the final model reads (a refit fits its own)."""
+
+    model: nn.Module
+    state: TrainState
+    report: MetricsReport
+    encoder: Encoder
+
+
 def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: bool = False,
-                log: Callable[[str], None] = print) -> tuple[nn.Module, TrainState, MetricsReport]:
+                log: Callable[[str], None] = print) -> Trained:
     """Build the configured model for prepared data and train it in ``out`` (layout.json, checkpoints, best
-    weights, history.csv), choosing the epoch on the validation split; then score the best model on the test
-    split once. Returns (best model, training state, test report). Shared by :func:`fit` and ``pepnet compare``."""
+    weights, history.csv), choosing the epoch on the validation split (without one, every epoch runs and the
+    last is kept); with ``train.refit``, train the final model on training + validation rows (:func:`refit`);
+    then score the final model on the test split once. Shared by :func:`fit` and ``pepnet compare``."""
     tc, encoder = config.train, prep.encoder
     ctx = distributed.init_from_env(tc.device)  # torchrun: data-parallel over the ranks; else a single process
     log = log if ctx.is_main else (lambda _: None)
@@ -247,7 +293,7 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
                       sharded=sharded)
     if resume:
         trainer.resume()
-    valid = prep.encoded["valid"]
+    valid = prep.encoded.get("valid")
 
     def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
         rep = score(m, valid, encoder.task_names, tc.eval_batch_size, device, ctx)
@@ -257,13 +303,31 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
             value = s["mean_auc"]
         return (value if np.isfinite(value) else -np.inf), {f"valid_{k}": v for k, v in s.items()}
 
-    state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid)
+    state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid if valid is not None else None)
     if ctx.is_main:
         pl.DataFrame(state.history).write_csv(out / "history.csv")
     ctx.barrier()  # rank 0 has written the best weights
     model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+    if tc.refit and valid is not None:
+        return refit(config, prep, state, out / REFIT_DIR, log)
     report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device, ctx)
-    return model, state, report
+    return Trained(model, state, report, encoder)
+
+
+def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path,
+          log: Callable[[str], None] = print) -> Trained:
+    """``train.refit``: a fresh model (same seed) trained in ``out`` on the training then validation rows for
+    the ``state.best_epoch`` epochs chosen on validation, with an encoder (vocabularies, statistics of the past)
+    fitted on those rows and saved in ``out``; the test split is scored once, with it. Nothing in this step
+    looks at a validation or test label to make a choice."""
+    log(f"refit: a fresh model on training + validation rows for the {state.best_epoch} epoch(s) chosen on validation")
+    rprep = prep.for_refit(config)
+    if distributed.init_from_env(config.train.device).is_main:
+        rprep.encoder.save(out / ENCODER_DIR)
+    tree = config.to_dict()
+    tree["train"] = {**tree["train"], "epochs": state.best_epoch}
+    final = train_model(parse_config(tree, f"{config.name} (refit)"), rprep, out, log=log)
+    return Trained(final.model, state, final.report, rprep.encoder)
 
 
 def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
@@ -295,12 +359,14 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
         _check_same_data(out, prep)
     elif main:
         _write_run_info(out, config, prep)
-    model, state, report = train_model(config, prep, out, resume=resume, log=log)
+    trained = train_model(config, prep, out, resume=resume, log=log)
+    state, report = trained.state, trained.report
     if main:
         report.to_json(out / "metrics.json")
         report.to_csv(out / "metrics.csv")
-    log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f}); test metrics:")
-    return Run(out, config, encoder, model, report)
+    log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f})"
+        + ("; final model refit on training + validation rows" if tc.refit else "") + "; test metrics:")
+    return Run(out, config, trained.encoder, trained.model, report)
 
 
 def _write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None:
@@ -328,4 +394,5 @@ def _write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None
     (out / "run.json").write_text(json.dumps(info, indent=1))
 
 
-__all__ = ["DataError", "Prepared", "Run", "fit", "layout_from_encoder", "prepare", "score", "train_model"]
+__all__ = ["DataError", "Prepared", "Run", "Trained", "encode_splits", "fit", "layout_from_encoder", "prepare", "refit",
+           "refit_frames", "score", "train_model"]

@@ -39,6 +39,14 @@ class Frame:
         return self.locate(int(hits[0]))
 
 
+def concat_frames(first: Frame, second: Frame) -> Frame:
+    """The rows of ``first`` then ``second``, each still located in its own file."""
+    if first.files == second.files:
+        return Frame(pl.concat([first.df, second.df], how="vertical_relaxed"), first.files)
+    shifted = second.df.with_columns((pl.col(FILE_COL) + len(first.files)).cast(pl.UInt16))
+    return Frame(pl.concat([first.df, shifted], how="vertical_relaxed"), first.files + second.files)
+
+
 def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFrame:
     """Read one parquet or CSV file; an unreadable or truncated file raises DataError naming it."""
     path = Path(path)
