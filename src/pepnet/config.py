@@ -257,7 +257,13 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(16384, gt=0)
     embedding_lr: float = Field(0.05, gt=0.0, description="Adagrad learning rate of the embedding table")
     dense_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of every dense weight")
+    lr_schedule: Literal["constant", "linear"] = Field("constant", description="the dense (Adam) learning rate over "
+                                                      "training: constant, or decayed linearly from dense_lr to 0 at "
+                                                      "the last step of train.epochs epochs")
     weight_decay: float = Field(0.0, ge=0.0)
+    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="exponential moving average of the dense (Adam) "
+                             "weights, updated every step with decay min(ema_decay, (1 + step) / (10 + step)); "
+                             "validation, the best weights and the final model use the average (0: off)")
     patience: int = Field(2, ge=0, description="epochs without improvement of validation mean GAUC before stopping")
     refit: bool = Field(False, description="after choosing the epoch on the validation split, train a fresh model "
                         "(same seed) on training + validation rows for that many epochs, with vocabularies and "

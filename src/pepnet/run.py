@@ -2,7 +2,9 @@
 
 The command line is a thin layer over these functions. A run directory holds:
 config.yaml, encoder/, model.pt (best weights), checkpoint.pt (last training state), history.csv,
-metrics.json / metrics.csv (test split), run.json (versions, seed, git revision, data fingerprints).
+metrics.json / metrics.csv (test split), run.json (versions, seed, git revision, data fingerprints); with
+``train.refit``, refit/ holds the final model trained on training + validation rows (its own encoder/,
+layout.json, model.pt, history.csv), which ``Run.load`` returns and metrics.json reports.
 """
 from __future__ import annotations
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import random
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
@@ -106,6 +107,10 @@ class Trainer:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.run_dir = Path(run_dir) if run_dir else None
         self.state = TrainState()
+        # train.ema_decay: a moving average of the dense (Adam) weights, swapped in to evaluate and save
+        self.ema_params = [p for o in self.optimizers if isinstance(o, torch.optim.Adam)
+                           for g in o.param_groups for p in g["params"]] if cfg.ema_decay > 0 else []
+        self.ema = [p.detach().clone() for p in self.ema_params]
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -126,6 +131,7 @@ class Trainer:
         save_checkpoint({
             "model": model_state,
             "optimizers": [o.state_dict() for o in self.optimizers],
+            "ema": self.ema,
             "state": asdict(self.state),
             "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
                     "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
@@ -142,6 +148,8 @@ class Trainer:
         self.model.load_state_dict(ck["model"])
         for opt, st in zip(self.optimizers, ck["optimizers"]):
             opt.load_state_dict(st)
+        for e, saved in zip(self.ema, ck.get("ema", [])):
+            e.copy_(saved)
         self.state = TrainState(**ck["state"])
         torch.set_rng_state(ck["rng"]["torch"])
         np.random.set_state(ck["rng"]["numpy"])
@@ -155,6 +163,24 @@ class Trainer:
         """The model's state_dict in the plain (fused-table) layout; with sharded tables a collective."""
         return self.sharded.full_state() if self.sharded is not None else self.model.state_dict()
 
+    @contextmanager
+    def averaged(self):
+        """With ``train.ema_decay``: the model holds the averaged dense weights inside the block (to evaluate
+        and save them) and its training weights again after it; without, the model as it is."""
+        if not self.ema:
+            yield
+            return
+        with torch.no_grad():
+            live = [p.detach().clone() for p in self.ema_params]
+            for p, e in zip(self.ema_params, self.ema):
+                p.copy_(e)
+        try:
+            yield
+        finally:
+            with torch.no_grad():
+                for p, v in zip(self.ema_params, live):
+                    p.copy_(v)
+
     def save_best(self) -> None:
         if self.run_dir is not None:
             model_state = self.model_state()
@@ -162,6 +188,18 @@ class Trainer:
                 save_checkpoint(model_state, self.run_dir / BEST)
 
     # ------------------------------------------------------------------ one step
+    def schedule(self, total_steps: int) -> None:
+        """Set the dense (Adam) learning rate of the next step (``train.lr_schedule``): with ``linear``,
+        dense_lr * (1 - steps taken / total_steps). A function of the step count alone, so a resumed run
+        continues the same schedule."""
+        if self.cfg.lr_schedule == "constant":
+            return
+        lr = self.cfg.dense_lr * max(0.0, 1.0 - self.state.step / max(total_steps, 1))
+        for opt in self.optimizers:
+            if isinstance(opt, torch.optim.Adam):
+                for group in opt.param_groups:
+                    group["lr"] = lr
+
     def step(self, batch) -> float | None:
         """One optimiser step; returns the loss, or None if the batch was skipped (non-finite loss)."""
         b = batch.to(self.device, non_blocking=True)
@@ -185,6 +223,10 @@ class Trainer:
             sync_gradients(self.model, self.dist.world)
         for opt in self.optimizers:
             opt.step()
+        if self.ema:
+            decay = min(self.cfg.ema_decay, (1 + self.state.step) / (10 + self.state.step))
+            with torch.no_grad():
+                torch._foreach_lerp_(self.ema, [p.detach() for p in self.ema_params], 1.0 - decay)
         self.state.step += 1
         return loss
 
@@ -196,6 +238,7 @@ class Trainer:
         if cfg.data_on_device:
             train = train.to(self.device)
         loader = self.dist.loader(train, cfg.batch_size, cfg.seed)
+        total_steps = cfg.epochs * len(loader)
         prefetch = cfg.prefetch > 0 and self.device.type == "cuda" and train.sparse.device.type == "cpu"
         while st.epoch < cfg.epochs and not st.stopped:
             loader.epoch, loader.start_batch = st.epoch, st.batch
@@ -203,6 +246,7 @@ class Trainer:
             bar = tqdm(Prefetcher(loader, self.device, cfg.prefetch) if prefetch else loader, total=len(loader), initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
                        disable=True if not (cfg.progress and self.dist.is_main) else None, leave=False, dynamic_ncols=True)
             for batch in bar:
+                self.schedule(total_steps)
                 loss = self.step(batch)
                 st.batch += 1
                 if loss is not None:
@@ -215,17 +259,18 @@ class Trainer:
             st.epoch, st.batch = st.epoch + 1, 0
             record = {"epoch": st.epoch, "train_loss": st.epoch_loss / max(st.epoch_batches, 1)}
             st.epoch_loss, st.epoch_batches = 0.0, 0
-            if evaluate is not None:
-                score, summary = evaluate(self.sharded.plain_model() if self.sharded is not None else self.model)
-                record.update(summary)
-                if score > st.best or st.best_epoch < 0:  # the first epoch is always kept
-                    st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
-                    self.save_best()
+            with self.averaged():
+                if evaluate is not None:
+                    score, summary = evaluate(self.sharded.plain_model() if self.sharded is not None else self.model)
+                    record.update(summary)
+                    if score > st.best or st.best_epoch < 0:  # the first epoch is always kept
+                        st.best, st.best_epoch, st.bad_epochs = score, st.epoch, 0
+                        self.save_best()
+                    else:
+                        st.bad_epochs += 1
+                        st.stopped = st.bad_epochs > cfg.patience
                 else:
-                    st.bad_epochs += 1
-                    st.stopped = st.bad_epochs > cfg.patience
-            else:
-                self.save_best()
+                    self.save_best()
             st.history.append(record)
             self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             self.save()

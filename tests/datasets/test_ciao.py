@@ -1,0 +1,63 @@
+"""The vendored Ciao data and the bundled ciao config: the file is the published one, the config reads it as
+the README describes (28 category domains, like = rating >= 4 with rating 0 unlabelled, helpful =
+helpfulness >= 2, chronological 80/10/10), and ``train.refit`` gives the final model the vocabulary of every
+row before the test period."""
+from __future__ import annotations
+
+import hashlib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from pepnet.config import load_config
+from pepnet.datasets.ciao import RATINGS_SHA256, ratings_path
+from pepnet.run import prepare
+
+SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ciao" / "ratings.parquet"
+
+pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
+
+
+@pytest.fixture(scope="module")
+def ciao():
+    cfg = load_config("ciao.yaml", ["train.progress=false"])
+    return cfg, prepare(cfg, log=lambda _: None), prepare(cfg, log=lambda _: None, refit=True)
+
+
+def test_vendored_file_is_the_published_one():
+    path = ratings_path()  # raises on a checksum mismatch
+    assert hashlib.sha256(path.read_bytes()).hexdigest() == RATINGS_SHA256
+    if SHARED.is_file():
+        assert SHARED.read_bytes() == path.read_bytes()
+
+
+def test_config_reads_ciao_as_documented(ciao):
+    _, prep, _ = ciao
+    rows = {k: v.df.height for k, v in prep.frames.items()}
+    assert sum(rows.values()) == 284_086
+    assert rows["train"] == round(0.8 * 284_086) and rows["test"] == 284_086 - round(0.9 * 284_086)
+    times = [prep.frames[k].df["timestamp"] for k in ("train", "valid", "test")]
+    assert times[0].max() <= times[1].min() and times[1].max() <= times[2].min()  # chronological
+    cats = {k: set(v.df["category_id"].to_list()) for k, v in prep.frames.items()}
+    assert len(set().union(*cats.values())) == 28 and len(cats["train"]) == 27  # category 25 starts after training
+    for name, frame in prep.frames.items():
+        labels, df = prep.encoded[name].labels, frame.df
+        rated = (df["rating"] != 0).to_numpy()
+        assert np.isnan(labels[~rated, 0]).all() and not np.isnan(labels[rated, 0]).any()
+        np.testing.assert_array_equal(labels[rated, 0], (df["rating"].to_numpy()[rated] >= 4).astype(float))
+        np.testing.assert_array_equal(labels[:, 1], (df["helpfulness"].to_numpy() >= 2).astype(float))
+
+
+def test_refit_encoder_knows_more_of_the_test_items(ciao):
+    cfg, prep, refit = ciao
+    assert cfg.train.refit and "valid" not in refit.frames
+    assert refit.frames["train"].df.height == prep.frames["train"].df.height + prep.frames["valid"].df.height
+    np.testing.assert_array_equal(refit.encoded["test"].labels, prep.encoded["test"].labels)  # the same test rows
+    def known(p):  # fraction of test rows whose item has its own embedding row (not the OOV row 0 of the field)
+        i = [f.name for f in p.encoder.sparse_fields].index("item_id")
+        return float((p.encoded["test"].sparse[:, i] != p.encoder.sparse_fields[i].offset).mean())
+
+    known = {"select": known(prep), "refit": known(refit)}
+    # ids below min_count in the training rows map to the OOV row; the validation rows add test-period items
+    assert known["refit"] > known["select"] + 0.05, known
