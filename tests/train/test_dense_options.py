@@ -17,17 +17,21 @@ from pepnet.train.trainer import Trainer
 N, BS, EPOCHS = 64, 16, 2  # 4 steps per epoch, 8 in all
 
 
-def _recorded_rates(schedule: str, tmp_path) -> list[tuple[float, float]]:
+def _tiny_trainer(tmp_path, **train):
     rng = np.random.default_rng(0)
     data = EncodedData(sparse=rng.integers(0, 5, (N, 2)), dense=rng.normal(size=(N, 1)).astype(np.float32),
                        labels=rng.integers(0, 2, (N, 2)).astype(np.float32), domain=np.zeros(N, np.int64),
                        user=np.arange(N), domain_names=["d"])
     layout = ModelLayout(num_embeddings=10, n_sparse=2, n_dense=1, tasks=("a", "b"),
                          groups={"general": [0, 1, 2], "domain_side": [0]})
+    torch.manual_seed(0)
     model = build_model(layout, ModelConfig(embedding_dim=4, hidden_units=[8], gate_hidden=4))
-    cfg = TrainConfig(epochs=EPOCHS, batch_size=BS, seed=7, progress=False, dense_lr=0.01, embedding_lr=0.05,
-                      lr_schedule=schedule)
-    trainer = Trainer(model, cfg, ["a", "b"], run_dir=tmp_path, log=lambda _: None)
+    cfg = TrainConfig(epochs=EPOCHS, batch_size=BS, seed=7, progress=False, dense_lr=0.01, **train)
+    return Trainer(model, cfg, ["a", "b"], run_dir=tmp_path, log=lambda _: None), TensorData(data)
+
+
+def _recorded_rates(schedule: str, tmp_path) -> list[tuple[float, float]]:
+    trainer, data = _tiny_trainer(tmp_path, embedding_lr=0.05, lr_schedule=schedule)
     seen: list[tuple[float, float]] = []
     real_step = trainer.step
 
@@ -38,7 +42,7 @@ def _recorded_rates(schedule: str, tmp_path) -> list[tuple[float, float]]:
         return real_step(batch)
 
     trainer.step = recording
-    trainer.fit(TensorData(data))
+    trainer.fit(data)
     return seen
 
 
@@ -51,19 +55,6 @@ def test_linear_schedule_decays_the_dense_rate_only(tmp_path):
 
 def test_constant_schedule_keeps_dense_lr(tmp_path):
     assert {a for a, _ in _recorded_rates("constant", tmp_path)} == {0.01}
-
-
-def _tiny_trainer(tmp_path, **train):
-    rng = np.random.default_rng(0)
-    data = EncodedData(sparse=rng.integers(0, 5, (N, 2)), dense=rng.normal(size=(N, 1)).astype(np.float32),
-                       labels=rng.integers(0, 2, (N, 2)).astype(np.float32), domain=np.zeros(N, np.int64),
-                       user=np.arange(N), domain_names=["d"])
-    layout = ModelLayout(num_embeddings=10, n_sparse=2, n_dense=1, tasks=("a", "b"),
-                         groups={"general": [0, 1, 2], "domain_side": [0]})
-    torch.manual_seed(0)
-    model = build_model(layout, ModelConfig(embedding_dim=4, hidden_units=[8], gate_hidden=4))
-    cfg = TrainConfig(epochs=EPOCHS, batch_size=BS, seed=7, progress=False, dense_lr=0.01, **train)
-    return Trainer(model, cfg, ["a", "b"], run_dir=tmp_path, log=lambda _: None), TensorData(data)
 
 
 def test_ema_saves_the_moving_average_of_the_dense_weights(tmp_path):
