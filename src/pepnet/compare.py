@@ -94,9 +94,10 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
     enc = prep.encoder
     if not enc.schema.stats:
         raise ValueError("model 'gbdt' needs statistics features (schema.stats); the config declares none")
-    x = _stat_matrices(prep)
-    final = prep.for_refit(refit_config) if refit_config is not None else prep
-    x_final = _stat_matrices(final) if refit_config is not None else x
+    refit = refit_config is not None
+    x = _stat_matrices(prep, ("train", "valid") if refit else ("train", "valid", "test"))
+    final = prep.for_refit(refit_config) if refit else prep
+    x_final = _stat_matrices(final, ("train", "test")) if refit else x
     test = final.encoded["test"]
     probs = np.full(test.labels.shape, np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
@@ -108,19 +109,20 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
                   for p in clf.staged_predict_proba(x["valid"][keep])]
         best = int(np.argmax(scores))
         rounds[task] = best + 1
-        if refit_config is not None:
+        if refit:
             probs[:, t] = _gbdt_fit(final, x_final, t, best + 1, learning_rate, seed).predict_proba(x_final["test"])[:, 1]
         else:
             probs[:, t] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
-        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})" + (", refit on training + validation rows"
-                                                                                 if refit_config is not None else ""))
+        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
+            + (", refit on training + validation rows" if refit else ""))
     report = evaluate(probs, test.labels, test.domain, test.user, enc.task_names, test.domain_names)
     return report, rounds
 
 
-def _stat_matrices(prep: Prepared) -> dict[str, np.ndarray]:
-    """Every split's raw statistics of the past, float64 [rows, statistics], read by the encoder that scores it."""
-    encoders = {k: prep.test_encoder if k == "test" and prep.test_encoder else prep.encoder for k in prep.frames}
+def _stat_matrices(prep: Prepared, splits: tuple[str, ...]) -> dict[str, np.ndarray]:
+    """The raw statistics of the past of ``splits``, float64 [rows, statistics], each read by the encoder that
+    scores that split."""
+    encoders = {k: prep.test_encoder if k == "test" and prep.test_encoder else prep.encoder for k in splits}
     return {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
 
 

@@ -147,10 +147,10 @@ def transform(encoder: Encoder, frame: Frame, training: bool = False) -> Encoded
 
 
 def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print,
-            refit: bool = False) -> Prepared:
+            refit: bool = False, splits: tuple[str, ...] | None = None) -> Prepared:
     """Load, validate, split and encode the configured data (fitting a new encoder unless one is given).
     ``refit``: the training and validation rows together form the training split (``train.refit``'s final
-    model) and there is no validation split."""
+    model) and there is no validation split. ``splits``: encode only these (default: every split)."""
     schema = config.schema_
     frame = load_data(config.data)
     validate(frame, schema)
@@ -161,7 +161,7 @@ def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Calla
     if refit:
         frames = refit_frames(frames)
     log("rows: " + ", ".join(f"{k} {v.df.height:,}" for k, v in frames.items()))
-    return encode_splits(config, frames, encoder)
+    return encode_splits(config, frames, encoder, splits)
 
 
 def refit_frames(frames: dict[str, Frame]) -> dict[str, Frame]:
@@ -169,19 +169,20 @@ def refit_frames(frames: dict[str, Frame]) -> dict[str, Frame]:
     return {"train": concat_frames(frames["train"], frames["valid"]), "test": frames["test"]}
 
 
-def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: Encoder | None = None) -> Prepared:
-    """Fit an encoder on the training frame (unless one is given) and encode every split; without a validation
-    split (a refit) the training split already holds every row before the test period."""
+def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: Encoder | None = None,
+                  splits: tuple[str, ...] | None = None) -> Prepared:
+    """Fit an encoder on the training frame (unless one is given) and encode every split (or only ``splits``);
+    without a validation split (a refit) the training split already holds every row before the test period."""
     encoder = encoder or Encoder(config.schema_).fit(frames["train"].df)
     test_encoder = None
     if config.data.split.test_stats == "train+valid" and "valid" in frames:  # test rows see every earlier row
         test_encoder = copy.deepcopy(encoder)
         test_encoder.update_stats(frames["valid"].df)
     encoded = {k: transform(test_encoder if k == "test" and test_encoder else encoder, v, training=(k == "train"))
-               for k, v in frames.items()}
+               for k, v in frames.items() if splits is None or k in splits}
     for name in encoded:
         _check_labels(name, encoded[name], encoder.task_names)
-    for name in [k for k in ("valid", "test") if k in frames]:
+    for name in [k for k in ("valid", "test") if k in encoded]:
         unseen = encoder.unseen_domains(frames[name].df)
         if unseen:
             warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
@@ -226,7 +227,8 @@ class Run:
 
     def test_data(self) -> EncodedData:
         """The configured test split, encoded as the final model was trained to see it."""
-        return prepare(self.config, encoder=self.encoder, log=lambda _: None, refit=self.config.train.refit).encoded["test"]
+        return prepare(self.config, encoder=self.encoder, log=lambda _: None, refit=self.config.train.refit,
+                       splits=("test",)).encoded["test"]
 
     def _encode_files(self, files: list[str], labels: bool = True) -> tuple[Frame, EncodedData]:
         frame = read_files(files)
@@ -309,9 +311,9 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     if ctx.is_main:
         pl.DataFrame(state.history).write_csv(out / "history.csv")
     ctx.barrier()  # rank 0 has written the best weights
-    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
-    if tc.refit and valid is not None:
+    if tc.refit and valid is not None:  # the selection run's weights are not the final model
         return refit(config, prep, state, out / REFIT_DIR, log)
+    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
     report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device, ctx)
     return Trained(model, state, report, encoder)
 

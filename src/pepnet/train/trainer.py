@@ -107,9 +107,11 @@ class Trainer:
         self.forward = torch.compile(self.model) if cfg.compile else self.model
         self.run_dir = Path(run_dir) if run_dir else None
         self.state = TrainState()
-        # train.ema_decay: a moving average of the dense (Adam) weights, swapped in to evaluate and save
-        self.ema_params = [p for o in self.optimizers if isinstance(o, torch.optim.Adam)
-                           for g in o.param_groups for p in g["params"]] if cfg.ema_decay > 0 else []
+        # the dense weights' optimisers (Adam): train.lr_schedule sets their rate; train.ema_decay averages
+        # their weights, swapped in to evaluate and save
+        self.dense_optimizers = [o for o in self.optimizers if isinstance(o, torch.optim.Adam)]
+        self.ema_params = [p for o in self.dense_optimizers for g in o.param_groups for p in g["params"]] \
+            if cfg.ema_decay > 0 else []
         self.ema = [p.detach().clone() for p in self.ema_params]
 
     # ------------------------------------------------------------------ checkpoints
@@ -195,10 +197,9 @@ class Trainer:
         if self.cfg.lr_schedule == "constant":
             return
         lr = self.cfg.dense_lr * max(0.0, 1.0 - self.state.step / max(total_steps, 1))
-        for opt in self.optimizers:
-            if isinstance(opt, torch.optim.Adam):
-                for group in opt.param_groups:
-                    group["lr"] = lr
+        for opt in self.dense_optimizers:
+            for group in opt.param_groups:
+                group["lr"] = lr
 
     def step(self, batch) -> float | None:
         """One optimiser step; returns the loss, or None if the batch was skipped (non-finite loss)."""
