@@ -38,6 +38,9 @@ class FeatureEmbedding(nn.Module):
         sparse[:, self.drop_fields] = torch.where(hit, self.drop_rows.expand_as(ids), ids)
         return sparse
 
+    # train.compile compiles the model's dense part only: inductor cannot compile the table's sparse gradient
+    # ("Cannot access storage of SparseTensorImpl", torch 2.13 on CPU), so the lookup always runs eagerly
+    @torch.compiler.disable
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         if self.training and self.drop_fields.numel():
             sparse = self._drop_ids(sparse)
