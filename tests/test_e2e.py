@@ -33,7 +33,7 @@ def _valid_click_auc(tree: dict, out) -> tuple[float, int, int]:
     cfg = parse_config(tree)
     run = pepnet.fit(cfg, out=out, log=lambda _: None)
     valid = prepare(cfg, encoder=run.encoder, log=lambda _: None).encoded["valid"]
-    report = score(run.model, valid, run.encoder.task_names, 8192, run.device)
+    report = score(run.model, valid, run.encoder, 8192, run.device)
     y = valid.labels[:, run.encoder.task_names.index("click")]
     n_pos, n_neg = int(np.nansum(y)), int(np.sum(y == 0))
     return report.get("click")["auc"], n_pos, n_neg

@@ -99,9 +99,10 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
     final = prep.for_refit(refit_config) if refit else prep
     x_final = _stat_matrices(final, ("train", "test")) if refit else x
     test = final.encoded["test"]
-    probs = np.full(test.labels.shape, np.nan, dtype=np.float64)
+    probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
-    for t, task in enumerate(enc.task_names):
+    for j, task in enumerate(enc.reported_tasks):  # one tree per reported task (auxiliary tasks help only shared models)
+        t = enc.task_names.index(task)
         clf = _gbdt_fit(prep, x, t, max_iter, learning_rate, seed)
         keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
         yv = prep.encoded["valid"].labels[keep, t]
@@ -110,12 +111,13 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
         best = int(np.argmax(scores))
         rounds[task] = best + 1
         if refit:
-            probs[:, t] = _gbdt_fit(final, x_final, t, best + 1, learning_rate, seed).predict_proba(x_final["test"])[:, 1]
+            probs[:, j] = _gbdt_fit(final, x_final, t, best + 1, learning_rate, seed).predict_proba(x_final["test"])[:, 1]
         else:
-            probs[:, t] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
+            probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
         log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
             + (", refit on training + validation rows" if refit else ""))
-    report = evaluate(probs, test.labels, test.domain, test.user, enc.task_names, test.domain_names)
+    cols = [enc.task_names.index(t) for t in enc.reported_tasks]
+    report = evaluate(probs, test.labels[:, cols], test.domain, test.user, enc.reported_tasks, test.domain_names)
     return report, rounds
 
 
@@ -345,7 +347,7 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
     progress = Progress(len(rows) * seeds, config.train.epochs, log)
     result: dict[str, Any] = {
         "config_name": config.name, "config": config.to_dict(), "n_seeds": seeds,
-        "tasks": prep.encoder.task_names, "domains": prep.encoded["test"].domain_names, "models": {},
+        "tasks": prep.encoder.reported_tasks, "domains": prep.encoded["test"].domain_names, "models": {},
     }
     for entry in rows:
         runs = []

@@ -30,12 +30,16 @@ class LabelSpec(_Strict):
 
     Without ``threshold`` the column must hold 0, 1 or null. With it, the label is
     ``value >= threshold``; values listed in ``missing_values`` (and nulls) mean "no label".
+    An ``auxiliary`` task is trained (its loss counts, it has its own tower and is predicted) but is not
+    reported: it is left out of the metrics, model selection and ``pepnet compare``.
     """
 
     column: str
     threshold: float | None = None
     missing_values: list[float] = Field(default_factory=list)
     weight: float = Field(1.0, ge=0.0, description="weight of this task's loss in the sum")
+    auxiliary: bool = Field(False, description="trained but not reported (no metrics, not used to select the epoch); "
+                            "e.g. rating >= 3 and rating >= 5 beside a task rating >= 4")
 
 
 class FeatureSpec(_Strict):
@@ -150,10 +154,17 @@ class SchemaConfig(_Strict):
                 raise ValueError(f"stat feature {s.name!r}: target {s.target!r} is not a task (tasks: {list(self.labels)})")
         if self.time_features and not self.time:
             raise ValueError("time_features need schema.time (the time column)")
+        if not self.reported_tasks():
+            raise ValueError("every label is auxiliary: at least one task must be reported")
         return self
 
     def task_names(self) -> list[str]:
+        """Every task the model predicts, auxiliary ones included, in label order."""
         return list(self.labels)
+
+    def reported_tasks(self) -> list[str]:
+        """The tasks that are scored (metrics, model selection, comparisons): the non-auxiliary labels."""
+        return [t for t, spec in self.labels.items() if not spec.auxiliary]
 
 
 # --------------------------------------------------------------------------- data

@@ -190,11 +190,14 @@ def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: E
     return Prepared(frames, encoded, encoder, test_encoder)
 
 
-def score(model: nn.Module, data: EncodedData, tasks: list[str], batch_size: int, device: torch.device,
+def score(model: nn.Module, data: EncodedData, encoder: Encoder, batch_size: int, device: torch.device,
           dist: DistContext | None = None) -> MetricsReport:
-    """Metrics of ``model`` on ``data``; with ``dist`` every rank scores a block and the predictions are gathered."""
+    """Metrics of ``model`` on ``data`` for the encoder's reported (non-auxiliary) tasks; with ``dist`` every
+    rank scores a block and the predictions are gathered."""
     probs = distributed.predict_probs(model, TensorData(data), batch_size, device, dist)
-    return evaluate(probs, data.labels, data.domain, data.user, tasks, data.domain_names)
+    cols = [encoder.task_names.index(t) for t in encoder.reported_tasks]
+    return evaluate(probs[:, cols], data.labels[:, cols], data.domain, data.user, encoder.reported_tasks,
+                    data.domain_names)
 
 
 class Run:
@@ -241,7 +244,7 @@ class Run:
             encoded = self.test_data()
         else:
             encoded = self._encode_files([data] if isinstance(data, str) else list(data))[1]
-        return score(self.model, encoded, self.encoder.task_names, self.config.train.eval_batch_size, self.device)
+        return score(self.model, encoded, self.encoder, self.config.train.eval_batch_size, self.device)
 
     def predict(self, data: list[str] | str) -> pl.DataFrame:
         """Probabilities ``p_<task>`` for every row of the files, beside the domain and user columns, in input order."""
@@ -300,12 +303,13 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     valid = prep.encoded.get("valid")
 
     def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
-        rep = score(m, valid, encoder.task_names, tc.eval_batch_size, device, ctx)
+        rep = score(m, valid, encoder, tc.eval_batch_size, device, ctx)
         s = rep.summary()
         value = s[f"mean_{tc.monitor}"]
         if not np.isfinite(value):  # e.g. no user with both classes: fall back to AUC
             value = s["mean_auc"]
-        return (value if np.isfinite(value) else -np.inf), {f"valid_{k}": v for k, v in s.items()}
+        per_task = {f"valid_{r['task']}_auc": r["auc"] for r in rep.overall()}
+        return (value if np.isfinite(value) else -np.inf), {**{f"valid_{k}": v for k, v in s.items()}, **per_task}
 
     state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid if valid is not None else None)
     if ctx.is_main:
@@ -314,7 +318,7 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     if tc.refit and valid is not None:  # the selection run's weights are not the final model
         return refit(config, prep, state, out / REFIT_DIR, log)
     model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
-    report = score(model, prep.encoded["test"], encoder.task_names, tc.eval_batch_size, device, ctx)
+    report = score(model, prep.encoded["test"], encoder, tc.eval_batch_size, device, ctx)
     return Trained(model, state, report, encoder)
 
 

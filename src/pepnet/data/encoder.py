@@ -129,6 +129,11 @@ class Encoder:
     def task_names(self) -> list[str]:
         return self.schema.task_names()
 
+    @property
+    def reported_tasks(self) -> list[str]:
+        """The non-auxiliary tasks: those scored and reported."""
+        return self.schema.reported_tasks()
+
     def field_index(self, name: str) -> int:
         for i, f in enumerate(self.fields):
             if f.name == name:

@@ -132,7 +132,7 @@ class OnlineRun:
         from ..run import score
 
         tc = self.config.train
-        return score(self.model, self.encoder.transform(df), self.encoder.task_names, tc.eval_batch_size, self.trainer.device)
+        return score(self.model, self.encoder.transform(df), self.encoder, tc.eval_batch_size, self.trainer.device)
 
     def learn(self, df: pl.DataFrame, passes: int = 1, seed: int = 0, fitted_on_it: bool = False) -> dict:
         """Grow the vocabularies, encode ``df`` with the accumulated statistics, train ``passes`` passes over it
