@@ -107,6 +107,19 @@ def test_best_is_marked_per_column():
     assert "**0.8000 ± 0.0000**" in m2 and "**0.5000" not in m2
 
 
+def test_ties_bold_every_best_and_a_column_of_equal_cells_none():
+    cell = {"mean": 0.5, "std": 0.0}
+    res = {"tasks": ["a"], "domains": [], "n_seeds": 1, "models": {
+        "m1": {"aggregate": {"ALL|a|auc": {"mean": 0.7, "std": 0.0}, "ALL|a|gauc": cell}},
+        "m2": {"aggregate": {"ALL|a|auc": {"mean": 0.7, "std": 0.0}, "ALL|a|gauc": cell}},
+        "m3": {"aggregate": {"ALL|a|auc": {"mean": 0.6, "std": 0.0}, "ALL|a|gauc": cell}},
+    }}
+    rows = {ln.split(" |")[0][2:]: ln for ln in cmp.format_tables(res, per_domain=False).splitlines()
+            if ln.startswith("| m")}
+    assert "**0.7000" in rows["m1"] and "**0.7000" in rows["m2"] and "**" not in rows["m3"]
+    assert all("**0.5000" not in ln for ln in rows.values())
+
+
 def test_ablation_entries_flip_one_flag_each():
     rows = cmp.entries(["gbdt"], ablations=True)
     assert rows[0].label == "gbdt" and rows[1].label == "pepnet" and rows[1].overrides == {}

@@ -241,9 +241,19 @@ def _fmt(cell: dict[str, Any] | None) -> str:
     return f"{cell['mean']:.4f} ± {cell['std']:.4f}"
 
 
-def _best(labels: list[str], agg: dict[str, dict], key: tuple[str, str, str]) -> str | None:
-    scored = [(agg[m][key]["mean"], m) for m in labels if key in agg[m] and not math.isnan(agg[m][key]["mean"])]
-    return max(scored)[1] if scored else None
+def _best(labels: list[str], agg: dict[str, dict], key: tuple[str, str, str]) -> set[str]:
+    """The models with the highest mean of ``key`` (all of them on a tie); none when every model has the same
+    mean, e.g. a domain where no model's AUC is defined."""
+    means = {m: agg[m][key]["mean"] for m in labels if key in agg[m] and not math.isnan(agg[m][key]["mean"])}
+    if len(set(means.values())) < 2:
+        return set()
+    top = max(means.values())
+    return {m for m, v in means.items() if v == top}
+
+
+def _cell(agg: dict[str, dict], model: str, key: tuple[str, str, str], best: set[str]) -> str:
+    text = _fmt(agg[model].get(key))
+    return f"**{text}**" if model in best else text
 
 
 def _md_table(header: list[str], rows: list[list[str]]) -> str:
@@ -254,14 +264,15 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
 
 def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     """Markdown: the overall table (models x task x AUC/GAUC and their mean over tasks), then per task and
-    metric a domains x models table. Cells are mean ± std over seeds; the best mean of each column is bold."""
+    metric a domains x models table. Cells are mean ± std over seeds; the best mean of each column is bold
+    (every tied best; nothing when all models tie)."""
     labels = list(result["models"])
     agg = {m: {tuple(k.split("|")): v for k, v in result["models"][m]["aggregate"].items()} for m in labels}
     tasks = [*result["tasks"], MEAN]
     keys = [(ALL_DOMAINS, t, m) for t in tasks for m in METRICS]
     best = {k: _best(labels, agg, k) for k in keys}
     header = ["model"] + [f"{t} {m.upper()}" for t in tasks for m in METRICS]
-    rows = [[m] + [(f"**{_fmt(agg[m].get(k))}**" if best[k] == m else _fmt(agg[m].get(k))) for k in keys] for m in labels]
+    rows = [[m] + [_cell(agg, m, k, best[k]) for k in keys] for m in labels]
     parts = [f"Test split, mean ± std over {result['n_seeds']} seed(s); best of each column in bold.\n",
              _md_table(header, rows)]
     if per_domain:
@@ -271,7 +282,7 @@ def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
                 for d in [ALL_DOMAINS, *result["domains"]]:
                     k = (d, task, metric)
                     b = _best(labels, agg, k)
-                    dom_rows.append([d] + [(f"**{_fmt(agg[m].get(k))}**" if b == m else _fmt(agg[m].get(k))) for m in labels])
+                    dom_rows.append([d] + [_cell(agg, m, k, b) for m in labels])
                 parts += [f"\n{task} {metric.upper()} per domain:\n", _md_table(["domain", *labels], dom_rows)]
     return "\n".join(parts) + "\n"
 
