@@ -101,8 +101,8 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
     test = final.encoded["test"]
     probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
-    for j, task in enumerate(enc.reported_tasks):  # one tree per reported task (auxiliary tasks help only shared models)
-        t = enc.task_names.index(task)
+    cols = enc.reported_columns
+    for j, (t, task) in enumerate(zip(cols, enc.reported_tasks)):  # one tree per reported task (auxiliary tasks help only shared models)
         clf = _gbdt_fit(prep, x, t, max_iter, learning_rate, seed)
         keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
         yv = prep.encoded["valid"].labels[keep, t]
@@ -116,7 +116,6 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
             probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
         log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
             + (", refit on training + validation rows" if refit else ""))
-    cols = [enc.task_names.index(t) for t in enc.reported_tasks]
     report = evaluate(probs, test.labels[:, cols], test.domain, test.user, enc.reported_tasks, test.domain_names)
     return report, rounds
 

@@ -195,7 +195,7 @@ def score(model: nn.Module, data: EncodedData, encoder: Encoder, batch_size: int
     """Metrics of ``model`` on ``data`` for the encoder's reported (non-auxiliary) tasks; with ``dist`` every
     rank scores a block and the predictions are gathered."""
     probs = distributed.predict_probs(model, TensorData(data), batch_size, device, dist)
-    cols = [encoder.task_names.index(t) for t in encoder.reported_tasks]
+    cols = encoder.reported_columns
     return evaluate(probs[:, cols], data.labels[:, cols], data.domain, data.user, encoder.reported_tasks,
                     data.domain_names)
 

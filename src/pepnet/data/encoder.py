@@ -134,6 +134,11 @@ class Encoder:
         """The non-auxiliary tasks: those scored and reported."""
         return self.schema.reported_tasks()
 
+    @property
+    def reported_columns(self) -> list[int]:
+        """Where the reported tasks sit among ``task_names`` (columns of labels and model outputs)."""
+        return [self.task_names.index(t) for t in self.reported_tasks]
+
     def field_index(self, name: str) -> int:
         for i, f in enumerate(self.fields):
             if f.name == name:
