@@ -30,6 +30,8 @@ class LabelSpec(_Strict):
 
     Without ``threshold`` the column must hold 0, 1 or null. With it, the label is
     ``value >= threshold``; values listed in ``missing_values`` (and nulls) mean "no label".
+    With ``drop_missing`` a row without this label is removed before the split (every task, every
+    statistic), and the number of rows removed is logged.
     An ``auxiliary`` task is trained (its loss counts, it has its own tower and is predicted) but is not
     reported: it is left out of the metrics, model selection and ``pepnet compare``.
     """
@@ -37,6 +39,8 @@ class LabelSpec(_Strict):
     column: str
     threshold: float | None = None
     missing_values: list[float] = Field(default_factory=list)
+    drop_missing: bool = Field(False, description="remove the rows without this label before the split (the count "
+                               "is logged); e.g. Ciao's rating 0, which is not a rating")
     weight: float = Field(1.0, ge=0.0, description="weight of this task's loss in the sum")
     auxiliary: bool = Field(False, description="trained but not reported (no metrics, not used to select the epoch); "
                             "e.g. rating >= 3 and rating >= 5 beside a task rating >= 4")
@@ -58,6 +62,9 @@ class FeatureSpec(_Strict):
     log1p: bool = False
     oov_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: probability that an id of this "
                                "feature is replaced by its out-of-vocabulary row, so that row learns the cold-start case")
+    oov_first_rows: int = Field(0, ge=0, description="training only: a row whose value has fewer than this many "
+                                "earlier training rows uses the out-of-vocabulary row, as a value first seen after "
+                                "training does, so that row learns the cold-start case from first appearances")
     reserve: int = Field(0, ge=0, description="embedding rows kept free for values first seen after fitting "
                          "(online training grows the vocabulary into them; once full, new values hash into them)")
 
@@ -161,6 +168,10 @@ class SchemaConfig(_Strict):
     def task_names(self) -> list[str]:
         """Every task the model predicts, auxiliary ones included, in label order."""
         return list(self.labels)
+
+    def task_weights(self) -> list[float]:
+        """Each task's loss weight, in the order of :meth:`task_names`."""
+        return [spec.weight for spec in self.labels.values()]
 
     def reported_tasks(self) -> list[str]:
         """The tasks that are scored (metrics, model selection, comparisons): the non-auxiliary labels."""

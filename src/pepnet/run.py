@@ -30,7 +30,7 @@ from .data.encoder import EncodedData, Encoder
 from .data.errors import DataError, DataWarning
 from .data.sources import PROVENANCE, Frame, concat_frames, load_data, read_files
 from .data.split import split_frame
-from .data.validate import validate
+from .data.validate import validated
 from .metrics import MetricsReport, evaluate
 from .nn import ModelLayout, build_model
 from .train import distributed
@@ -152,12 +152,10 @@ def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Calla
     ``refit``: the training and validation rows together form the training split (``train.refit``'s final
     model) and there is no validation split. ``splits``: encode only these (default: every split)."""
     schema = config.schema_
-    frame = load_data(config.data)
-    validate(frame, schema)
-    frames = split_frame(frame, config.data, schema)
+    frames = split_frame(validated(load_data(config.data), schema, log=log), config.data, schema)
     if config.data.split.method == "files":
         for name in ("valid", "test"):
-            validate(frames[name], schema)
+            frames[name] = validated(frames[name], schema, log=log)
     if refit:
         frames = refit_frames(frames)
     log("rows: " + ", ".join(f"{k} {v.df.height:,}" for k, v in frames.items()))
@@ -234,8 +232,7 @@ class Run:
                        splits=("test",)).encoded["test"]
 
     def _encode_files(self, files: list[str], labels: bool = True) -> tuple[Frame, EncodedData]:
-        frame = read_files(files)
-        validate(frame, self.encoder.schema, labels=labels)
+        frame = validated(read_files(files), self.encoder.schema, labels=labels)
         return frame, transform(self.encoder, frame)
 
     def evaluate(self, data: list[str] | str | None = None) -> MetricsReport:
@@ -291,13 +288,12 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     model = build_model(layout, config.model)
     n_params = sum(p.numel() for p in model.parameters())
     log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
-    weights = [spec.weight for spec in config.schema_.labels.values()]
     sharded = None
     if tc.embedding_sharding != "none":  # TorchRec: tables sharded over the ranks, dense part data-parallel
         sharded = ShardedEmbeddings(model, [f.size for f in encoder.sparse_fields], tc, device, ctx)
         log(f"embedding tables sharded over {ctx.world} processes by TorchRec: {', '.join(sharded.plan)}")
-    trainer = Trainer(model, tc, encoder.task_names, weights, run_dir=out, device=device, log=log, dist=ctx,
-                      sharded=sharded)
+    trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(), run_dir=out, device=device,
+                      log=log, dist=ctx, sharded=sharded)
     if resume:
         trainer.resume()
     valid = prep.encoded.get("valid")

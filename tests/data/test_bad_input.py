@@ -22,7 +22,7 @@ from pepnet.data.encoder import Encoder, hash_ids
 from pepnet.data.errors import DataError, DataWarning
 from pepnet.data.sources import read_files
 from pepnet.data.split import split_frame
-from pepnet.data.validate import validate
+from pepnet.data.validate import drop_missing, validate
 
 SCHEMA = {
     "domain": "domain",
@@ -160,6 +160,26 @@ def test_null_labels_are_missing_labels_not_errors(tmp_path):
     validate(frame, schema())
     y = Encoder(schema()).fit(frame.df).transform(frame.df).labels
     assert np.isnan(y[::3, 1]).all() and not np.isnan(y[:, 0]).any()
+
+
+def test_drop_missing_removes_unlabelled_rows_and_says_how_many(tmp_path):
+    # like = stars >= 4, star 0 means "no rating"; rows 0, 5, 10, ... have star 0
+    df = logs().with_columns(stars=pl.when(pl.int_range(pl.len()) % 5 == 0).then(0).otherwise(pl.col("like") * 4 + 1))
+    labels = {"click": "click", "like": {"column": "stars", "threshold": 4, "missing_values": [0]}}
+    path = write(df, tmp_path / "a.parquet")
+    kept = parse_config(config([path], schema_={**SCHEMA, "labels": dict(labels)}))
+    labels["like"]["drop_missing"] = True
+    dropped = parse_config(config([path], schema_={**SCHEMA, "labels": labels}))
+    for cfg, rows in ((kept, 240), (dropped, 240 - 48)):
+        logged: list[str] = []
+        frame = drop_missing(read_files([path]), cfg.schema_, logged.append)
+        assert frame.df.height == rows and (frame.df["stars"] != 0).all() == (rows < 240)
+        assert logged == ([] if rows == 240 else ["dropped 48 rows without a 'like' label (column 'stars' null or one "
+                                                  "of [0.0]), as drop_missing asks"])
+    assert frame.locate(0) == (path, 1)  # provenance survives: the first kept row is row 1 of the file
+    everything = {**labels, "like": {**labels["like"], "missing_values": [0, 1, 5]}}
+    with pytest.raises(DataError, match="every row lacks a label marked drop_missing"):
+        drop_missing(read_files([path]), parse_config(config([path], schema_={**SCHEMA, "labels": everything})).schema_)
 
 
 # ----------------------------------------------------------------------------- files

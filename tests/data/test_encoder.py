@@ -110,6 +110,24 @@ def test_vocabulary_min_count_and_oov_zero():
     assert _field(enc, enc.transform(other), "item").tolist() == [0, 0, next(iter(mapping[kept[0]]))]
 
 
+
+@pytest.mark.parametrize("k", [1, 3])
+def test_oov_first_rows_sends_a_values_first_training_rows_to_the_oov_row(k):
+    train = _frame()
+    schema = _schema()
+    plain = Encoder(schema).fit(train)
+    schema.features[0] = schema.features[0].model_copy(update={"oov_first_rows": k})
+    enc = Encoder(schema).fit(train)
+    ids, own = _field(enc, enc.transform(train, training=True), "user"), _field(plain, plain.transform(train), "user")
+    users, t = train["user"].to_list(), train["t"].to_list()
+    earlier = np.array([sum(users[j] == users[i] and t[j] < t[i] for j in range(train.height))
+                        for i in range(train.height)])  # rows of the same user strictly earlier in time
+    assert (earlier < k).any() and (earlier >= k).any()
+    np.testing.assert_array_equal(ids, np.where(earlier < k, 0, own))
+    # evaluation rows, and every other field, are encoded as without the option
+    np.testing.assert_array_equal(_field(enc, enc.transform(train), "user"), own)
+    np.testing.assert_array_equal(enc.transform(train, training=True).dense, plain.transform(train, training=True).dense)
+
 def test_fields_are_offset_into_one_fused_table():
     enc = Encoder(_schema()).fit(_frame())
     data = enc.transform(_frame(seed=5))

@@ -301,7 +301,15 @@ class Encoder:
             size = self.fields[self.field_index(spec.name)].size
             unseen = (ids == 0) & col.is_not_null().to_numpy()
             ids[unseen] = hash_ids(col.filter(pl.Series(unseen)), reserve) + (size - 1 - reserve)
+        if training and isinstance(spec, FeatureSpec) and spec.oov_first_rows:
+            ids[self._earlier_rows(df, spec) < spec.oov_first_rows] = 0
         return ids
+
+    def _earlier_rows(self, df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
+        """For each training row of ``df``, how many rows of ``df`` before it hold the same value of ``spec``'s
+        column (strictly earlier in time; without a time column, every other row): float64 [N]."""
+        count = StatFeature(name=f"{spec.name} (earlier rows)", keys=[spec.source], stat="count")
+        return np.expm1(self._stat_raw(df, count, training=True)).round()
 
     # ------------------------------------------------------------------ online growth
     @staticmethod

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
+from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -139,9 +140,33 @@ def label_matrix(df: pl.DataFrame, schema: SchemaConfig) -> np.ndarray:
     return out
 
 
+def drop_missing(frame: Frame, schema: SchemaConfig, log: Callable[[str], None] = print) -> Frame:
+    """``frame`` without the rows that lack the label of a task whose spec sets ``drop_missing``; each such
+    task's count of removed rows is logged (nothing is removed silently)."""
+    keep = pl.lit(True)
+    for task, spec in schema.labels.items():
+        if spec.drop_missing and spec.column in frame.df.columns:
+            missing = frame.df.select(label_expr(spec).is_null().sum()).item()
+            if missing:
+                log(f"dropped {missing:,} rows without a {task!r} label (column {spec.column!r} null or one of "
+                    f"{spec.missing_values}), as drop_missing asks")
+            keep = keep & label_expr(spec).is_not_null()
+    df = frame.df.filter(keep)
+    if df.height == 0:
+        raise DataError("every row lacks a label marked drop_missing; expected at least one labelled row",
+                        file=", ".join(frame.files))
+    return Frame(df, frame.files)
+
+
 def validate(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
     """All checks, in the order a user would want to hear about problems. ``labels=False`` for rows to score."""
     if frame.df.height == 0:
         raise DataError("no rows; expected at least one interaction", file=", ".join(frame.files))
     check_columns(frame, schema, labels)
     check_values(frame, schema, labels)
+
+
+def validated(frame: Frame, schema: SchemaConfig, labels: bool = True, log: Callable[[str], None] = print) -> Frame:
+    """:func:`validate` ``frame``, then (with ``labels``) :func:`drop_missing`: the rows to train or score on."""
+    validate(frame, schema, labels)
+    return drop_missing(frame, schema, log) if labels else frame

@@ -32,7 +32,7 @@ from ..data.batches import BatchLoader, TensorData
 from ..data.encoder import Encoder
 from ..data.errors import DataError, DataWarning
 from ..data.sources import read_files
-from ..data.validate import validate
+from ..data.validate import validated
 from ..metrics import MetricsReport
 from ..nn import ModelLayout, build_model
 from .checkpoint import load_checkpoint
@@ -101,7 +101,7 @@ class OnlineRun:
         model = build_model(layout, config.model)
         log(f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
             f"({encoder.num_embeddings:,} embedding rows, reserve included)")
-        trainer = Trainer(model, tc, encoder.task_names, [s.weight for s in config.schema_.labels.values()],
+        trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(),
                           run_dir=out, device=resolve_device(tc.device), log=log)
         return cls(out, config, encoder, trainer, [], log)
 
@@ -119,7 +119,7 @@ class OnlineRun:
         layout = ModelLayout.from_dict(raw)
         model = build_model(layout, config.model)
         device = resolve_device(tc.device)
-        trainer = Trainer(model, tc, encoder.task_names, [s.weight for s in config.schema_.labels.values()],
+        trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(),
                           run_dir=out, device=device, log=log)
         if not trainer.resume():  # no training state: start the optimisers afresh from the best weights
             model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
@@ -164,9 +164,8 @@ class OnlineRun:
 
     def period(self, path: str, passes: int = 1, learn: bool = True, fitted_on_it: bool = False) -> dict:
         """Evaluate on the file, then (``learn``) train on it; append the record to the history and save."""
-        frame = read_files([path])
         schema = self.config.schema_
-        validate(frame, schema)
+        frame = validated(read_files([path]), schema, log=self.log)
         df = frame.df.sort(schema.time, maintain_order=True) if schema.time else frame.df
         record: dict = {"period": len(self.history), "file": path, "sha256": _sha256(path), "rows": df.height}
         if not fitted_on_it:  # the first period of a new run has no model to evaluate yet
@@ -201,8 +200,7 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
             config = load_config(config, overrides)
         elif overrides:
             config = parse_config(config.to_dict(), "<config>", overrides)
-        first = read_files([files[0]])
-        validate(first, config.schema_)
+        first = validated(read_files([files[0]]), config.schema_, log=log)
         run, fresh = OnlineRun.create(config, first.df, out, log), True
     done = {(Path(r["file"]).name, r["sha256"]) for r in run.history}
     todo = [f for f in files if (Path(f).name, _sha256(f)) not in done]
