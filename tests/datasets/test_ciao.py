@@ -1,5 +1,5 @@
 """The vendored Ciao data and the bundled ciao config: the file is the published one, the config reads it as
-the README describes (28 category domains, like = rating >= 4 with rating 0 unlabelled, helpful =
+the README describes (28 category domains, like = rating >= 4, the 34 rows of rating 0 dropped, helpful =
 helpfulness >= 2, chronological 80/10/10), and ``train.refit`` gives the final model the vocabulary of every
 row before the test period."""
 from __future__ import annotations
@@ -22,7 +22,8 @@ pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 @pytest.fixture(scope="module")
 def ciao():
     cfg = load_config("ciao.yaml", ["train.progress=false"])
-    return cfg, prepare(cfg, log=lambda _: None), prepare(cfg, log=lambda _: None, refit=True)
+    logged: list[str] = []
+    return cfg, prepare(cfg, log=logged.append), prepare(cfg, log=lambda _: None, refit=True), logged
 
 
 def test_vendored_file_is_the_published_one():
@@ -33,24 +34,25 @@ def test_vendored_file_is_the_published_one():
 
 
 def test_config_reads_ciao_as_documented(ciao):
-    _, prep, _ = ciao
+    _, prep, _, logged = ciao
+    n = 284_086 - 34  # the rows of rating 0 are dropped, and the log says so
+    assert any(line.startswith("dropped 34 rows without a 'like' label") for line in logged)
     rows = {k: v.df.height for k, v in prep.frames.items()}
-    assert sum(rows.values()) == 284_086
-    assert rows["train"] == round(0.8 * 284_086) and rows["test"] == 284_086 - round(0.9 * 284_086)
+    assert sum(rows.values()) == n
+    assert rows["train"] == round(0.8 * n) and rows["test"] == n - round(0.9 * n)
     times = [prep.frames[k].df["timestamp"] for k in ("train", "valid", "test")]
     assert times[0].max() <= times[1].min() and times[1].max() <= times[2].min()  # chronological
     cats = {k: set(v.df["category_id"].to_list()) for k, v in prep.frames.items()}
     assert len(set().union(*cats.values())) == 28 and len(cats["train"]) == 27  # category 25 starts after training
     for name, frame in prep.frames.items():
         labels, df = prep.encoded[name].labels, frame.df
-        rated = (df["rating"] != 0).to_numpy()
-        assert np.isnan(labels[~rated, 0]).all() and not np.isnan(labels[rated, 0]).any()
-        np.testing.assert_array_equal(labels[rated, 0], (df["rating"].to_numpy()[rated] >= 4).astype(float))
+        assert (df["rating"] != 0).all() and not np.isnan(labels).any()
+        np.testing.assert_array_equal(labels[:, 0], (df["rating"].to_numpy() >= 4).astype(float))
         np.testing.assert_array_equal(labels[:, 1], (df["helpfulness"].to_numpy() >= 2).astype(float))
 
 
 def test_refit_encoder_knows_more_of_the_test_items(ciao):
-    cfg, prep, refit = ciao
+    cfg, prep, refit, _ = ciao
     assert cfg.train.refit and "valid" not in refit.frames
     assert refit.frames["train"].df.height == prep.frames["train"].df.height + prep.frames["valid"].df.height
     np.testing.assert_array_equal(refit.encoded["test"].labels, prep.encoded["test"].labels)  # the same test rows
