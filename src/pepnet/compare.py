@@ -24,6 +24,7 @@ from typing import Any, Callable
 import numpy as np
 
 from .config import ExperimentConfig, load_config, parse_config
+from .fileio import atomic_write
 from .metrics import ALL_DOMAINS, MetricsReport, evaluate
 from .run import Prepared, prepare, train_model
 
@@ -389,7 +390,7 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
             "aggregate": {"|".join(k): v for k, v in agg.items()},
         }
     result["seconds"] = round(time.time() - t0, 1)
-    (out / "results.json").write_text(json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
+    atomic_write(out / "results.json", json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
     write_csv(result, out / "results.csv")
     (out / "results.md").write_text(format_tables(result))
     plot(result, out / "results.png")

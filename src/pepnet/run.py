@@ -31,6 +31,7 @@ from .data.errors import DataError, DataWarning
 from .data.sources import PROVENANCE, Frame, concat_frames, load_data, read_files
 from .data.split import split_frame
 from .data.validate import validated
+from .fileio import atomic_write
 from .metrics import MetricsReport, evaluate
 from .nn import ModelLayout, build_model
 from .train import distributed
@@ -395,7 +396,7 @@ def _write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None
         "rows": {k: v.df.height for k, v in prep.frames.items()},
         "config": config.to_dict(),
     }
-    (out / "run.json").write_text(json.dumps(info, indent=1))
+    atomic_write(out / "run.json", json.dumps(info, indent=1))
 
 
 __all__ = ["DataError", "Prepared", "Run", "Trained", "encode_splits", "fit", "layout_from_encoder", "prepare", "refit",

@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
+from ..fileio import atomic_write
 from .errors import DataError
 from .split import time_seconds
 from .validate import label_expr, label_matrix
@@ -413,7 +414,7 @@ class Encoder:
             "stat_global": self.stat_global,
             "stat_edges": {k: v.tolist() for k, v in self.stat_edges.items()},
         }
-        (path / "encoder.json").write_text(json.dumps(meta, indent=1))
+        atomic_write(path / "encoder.json", json.dumps(meta, indent=1))  # last: its presence marks a complete save
 
     @classmethod
     def load(cls, path: str | Path) -> "Encoder":

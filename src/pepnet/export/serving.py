@@ -24,6 +24,7 @@ import torch
 from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
 from ..data.validate import validate
+from ..fileio import atomic_write
 
 MODEL_FILE = "model.pt2"
 MANIFEST = "manifest.json"
@@ -76,7 +77,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         "torch": torch.__version__,
         "source_run": str(Path(run_dir).resolve()),
     }
-    (out / MANIFEST).write_text(json.dumps(manifest, indent=1))
+    atomic_write(out / MANIFEST, json.dumps(manifest, indent=1))
     return out
 
 

@@ -18,6 +18,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
+from pepnet.fileio import atomic_write
 from pepnet.metrics.ranking import auc, gauc, logloss
 
 __all__ = ["ALL_DOMAINS", "COLUMNS", "METRIC_COLUMNS", "MetricsReport", "evaluate"]
@@ -254,7 +255,7 @@ class MetricsReport:
         """Serialise :meth:`to_dict` as JSON text; also write it to ``path`` when given."""
         text = json.dumps(self.to_dict(), indent=2, allow_nan=False, ensure_ascii=False)
         if path is not None:
-            Path(path).write_text(text + "\n", encoding="utf-8")
+            atomic_write(path, text + "\n")
         return text
 
     @classmethod

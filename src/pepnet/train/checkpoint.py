@@ -9,11 +9,12 @@ from __future__ import annotations
 
 import hashlib
 import io
-import os
 from pathlib import Path
 from typing import Any
 
 import torch
+
+from ..fileio import atomic_write
 
 
 class CheckpointError(RuntimeError):
@@ -24,19 +25,6 @@ MAGIC = b"PEPNET-CHECKPOINT sha256="
 HEADER_LEN = len(MAGIC) + 64 + 1
 
 
-def _atomic_write(path: Path, chunks: list[bytes | memoryview]) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    try:
-        with open(tmp, "wb") as fh:
-            for chunk in chunks:
-                fh.write(chunk)
-            fh.flush()
-            os.fsync(fh.fileno())
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-
-
 def save_checkpoint(obj: Any, path: str | Path) -> str:
     """Serialise ``obj`` with torch.save and write it atomically, digest header first. Returns the sha256."""
     path = Path(path)
@@ -45,7 +33,7 @@ def save_checkpoint(obj: Any, path: str | Path) -> str:
     torch.save(obj, buf)
     payload = buf.getbuffer()  # no extra copy of a large state
     digest = hashlib.sha256(payload).hexdigest()
-    _atomic_write(path, [MAGIC + digest.encode() + b"\n", payload])
+    atomic_write(path, MAGIC + digest.encode() + b"\n", payload)
     return digest
 
 
