@@ -93,6 +93,7 @@ def test_results_csv_png_md(result):
     md = (out / "results.md").read_text()
     assert md.count("**") >= 2 * 6  # the best of each overall column is bold
     assert "like AUC per domain" in md
+    assert "Paired by seed against gbdt" in md and "| pepnet | " in md.split("Paired by seed")[1]
 
 
 def test_best_is_marked_per_column():
@@ -164,3 +165,19 @@ def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch)
     for label in ("pepnet", "gbdt"):
         for r in res["models"][label]["runs"]:
             assert np.isfinite(r["report"]["summary"]["mean_auc"])
+
+
+def test_paired_table_differences_and_wins_per_seed():
+    def model(values):
+        return {"aggregate": {"ALL|a|auc": {"mean": float(np.nanmean(values)), "std": 0.0, "values": values},
+                              "ALL|a|gauc": {"mean": 0.5, "std": 0.0, "values": [0.5] * len(values)}}}
+    res = {"tasks": ["a"], "domains": [], "n_seeds": 3, "models": {
+        "pepnet": model([0.71, 0.69, 0.72]), "gbdt": model([0.70, 0.70, 0.70]), "star": model([0.69, float("nan"), 0.68])}}
+    rows = {ln.split(" |")[0][2:]: ln for ln in cmp.paired_table(res).splitlines() if ln.startswith("| ")}
+    assert "against gbdt" in cmp.paired_table(res) and "gbdt" not in rows  # the GBDT is the reference
+    assert rows["pepnet"] == "| pepnet | +0.0067 | 2 / 3 |"  # (0.01 - 0.01 + 0.02) / 3, ahead on seeds 1 and 3
+    assert rows["star"] == "| star | -0.0150 | 0 / 2 |"  # the seed without a value is left out of the pairing
+    del res["models"]["gbdt"]
+    assert "against pepnet" in cmp.paired_table(res)  # no GBDT, no shared-bottom: the first model
+    assert cmp.paired_table({**res, "n_seeds": 1}) is None
+    assert "Paired by seed against pepnet" in cmp.format_tables(res, per_domain=False)

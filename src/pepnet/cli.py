@@ -259,7 +259,8 @@ def compare(
     ablations: bool = typer.Option(False, "--ablations", help="also run PEPNet's ablation grid (one flag changed each)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
 ) -> None:
-    """Baselines and ablations side by side: every model x seed on one prepared data set; mean +- std tables."""
+    """Baselines and ablations side by side: every model x seed on one prepared data set; mean +- std tables and
+    every model paired by seed against the GBDT (else shared-bottom, else the first model)."""
     from .compare import compare as run_compare, format_tables
 
     names = [m.strip() for item in (models or []) for m in item.split(",") if m.strip()] or None

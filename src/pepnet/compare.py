@@ -262,6 +262,36 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
+def reference_model(labels: list[str]) -> str:
+    """The model the others are paired against: the GBDT when compared, else shared-bottom, else the first."""
+    return next((m for m in (GBDT, "shared_bottom") if m in labels), labels[0])
+
+
+def paired_table(result: dict[str, Any]) -> str | None:
+    """Markdown: every other model against :func:`reference_model`, seed by seed (the k-th run of every model
+    has the same seed): mean difference of the overall AUC of each task and on how many seeds the model is
+    ahead. None with one seed or one model."""
+    labels = list(result["models"])
+    if result["n_seeds"] < 2 or len(labels) < 2:
+        return None
+    ref = reference_model(labels)
+
+    def values(model: str, task: str) -> np.ndarray:
+        return np.asarray(result["models"][model]["aggregate"][f"{ALL_DOMAINS}|{task}|auc"]["values"], dtype=float)
+
+    rows = []
+    for m in (m for m in labels if m != ref):
+        row = [m]
+        for task in result["tasks"]:
+            d = values(m, task) - values(ref, task)
+            d = d[~np.isnan(d)]
+            row += [f"{d.mean():+.4f}" if d.size else "—", f"{int((d > 0).sum())} / {d.size}"]
+        rows.append(row)
+    header = ["model"] + [h for t in result["tasks"] for h in (f"{t} AUC - {ref}", f"{t} ahead on")]
+    return (f"Paired by seed against {ref} (overall test AUC): mean difference, and on how many seeds the model "
+            f"is ahead.\n\n" + _md_table(header, rows))
+
+
 def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     """Markdown: the overall table (models x task x AUC/GAUC and their mean over tasks), then per task and
     metric a domains x models table. Cells are mean ± std over seeds; the best mean of each column is bold
@@ -275,6 +305,9 @@ def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     rows = [[m] + [_cell(agg, m, k, best[k]) for k in keys] for m in labels]
     parts = [f"Test split, mean ± std over {result['n_seeds']} seed(s); best of each column in bold.\n",
              _md_table(header, rows)]
+    paired = paired_table(result)
+    if paired:
+        parts += ["", paired]
     if per_domain:
         for task in result["tasks"]:
             for metric in METRICS:
