@@ -164,8 +164,10 @@ class Encoder:
         cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
         return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
 
-    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
-        """The un-bucketised statistic of every row of ``df`` (float64 [N]). ``with_history`` (training only):
+    def _past_totals(self, df: pl.DataFrame, stat: StatFeature, training: bool,
+                     with_history: bool = False) -> pl.DataFrame:
+        """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
+        target), m (rows with a target); null where the key was never seen. ``with_history`` (training only):
         add the accumulated table to the within-frame totals (online training: earlier periods count too)."""
         keys = stat.keys
         if not training:  # evaluation rows only look up the training statistics: no target column needed
@@ -195,8 +197,12 @@ class Encoder:
                 past = self._past(frame.select(keys), stat)
                 agg = agg.with_columns([(pl.col(c).cast(pl.Float64) + past[c].fill_null(0).cast(pl.Float64)).alias(c)
                                         for c in ("n", "s", "m")])
-        else:
-            agg = self._past(frame, stat)
+            return agg
+        return self._past(frame, stat)
+
+    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
+        """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`_past_totals`."""
+        agg = self._past_totals(df, stat, training, with_history)
         n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
         if stat.stat == "count":
             return np.log1p(n)
@@ -308,9 +314,9 @@ class Encoder:
 
     def _earlier_rows(self, df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
         """For each training row of ``df``, how many rows of ``df`` before it hold the same value of ``spec``'s
-        column (strictly earlier in time; without a time column, every other row): float64 [N]."""
+        column (strictly earlier in time; without a time column, every other row): int [N]."""
         count = StatFeature(name=f"{spec.name} (earlier rows)", keys=[spec.source], stat="count")
-        return np.expm1(self._stat_raw(df, count, training=True)).round()
+        return self._past_totals(df, count, training=True)["n"].to_numpy()
 
     # ------------------------------------------------------------------ online growth
     @staticmethod

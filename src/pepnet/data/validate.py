@@ -143,15 +143,15 @@ def label_matrix(df: pl.DataFrame, schema: SchemaConfig) -> np.ndarray:
 def drop_missing(frame: Frame, schema: SchemaConfig, log: Callable[[str], None] = print) -> Frame:
     """``frame`` without the rows that lack the label of a task whose spec sets ``drop_missing``; each such
     task's count of removed rows is logged (nothing is removed silently)."""
-    keep = pl.lit(True)
+    keep = np.ones(frame.df.height, dtype=bool)
     for task, spec in schema.labels.items():
         if spec.drop_missing and spec.column in frame.df.columns:
-            missing = frame.df.select(label_expr(spec).is_null().sum()).item()
-            if missing:
-                log(f"dropped {missing:,} rows without a {task!r} label (column {spec.column!r} null or one of "
-                    f"{spec.missing_values}), as drop_missing asks")
-            keep = keep & label_expr(spec).is_not_null()
-    df = frame.df.filter(keep)
+            missing = frame.df.select(label_expr(spec).is_null())[:, 0].to_numpy()
+            if missing.any():
+                log(f"dropped {int(missing.sum()):,} rows without a {task!r} label (column {spec.column!r} null or "
+                    f"one of {spec.missing_values}), as drop_missing asks")
+            keep &= ~missing
+    df = frame.df.filter(pl.Series(keep))
     if df.height == 0:
         raise DataError("every row lacks a label marked drop_missing; expected at least one labelled row",
                         file=", ".join(frame.files))
