@@ -41,6 +41,7 @@ SECTIONS: list[tuple[str, type[BaseModel]]] = [
     ("schema.groups", C.Groups),
     ("model", C.ModelConfig),
     ("train", C.TrainConfig),
+    ("gbdt", C.GBDTConfig),
 ]
 
 # Meanings of fields: used where the Field() has no description, and instead of a terse one.
@@ -50,6 +51,7 @@ NOTES: dict[str, str] = {
     "ExperimentConfig.schema": "which columns are domain, user, time, labels and features; the feature groups",
     "ExperimentConfig.model": "model name and hyper-parameters",
     "ExperimentConfig.train": "optimisation, early stopping, device, progress",
+    "ExperimentConfig.gbdt": "the GBDT reference model of `pepnet compare` (model `gbdt`)",
     "DataConfig.side_tables": "tables left-joined to the interactions on a key (e.g. user or item attributes)",
     "DataConfig.split": "how rows are divided into train / valid / test",
     "DataConfig.synthetic": "options of the synthetic generator (only read with `dataset: synthetic`)",

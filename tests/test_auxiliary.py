@@ -57,7 +57,7 @@ def test_auxiliary_task_is_not_reported(aux_run):
 
 def test_compare_reports_only_the_main_tasks(tmp_path, tiny_config_tree):
     result = compare(parse_config(_tree(tiny_config_tree)), tmp_path, models=["shared_bottom", "gbdt"], seeds=1,
-                     gbdt_max_iter=10, log=lambda _: None)
+                     overrides=["gbdt.max_iter=10"], log=lambda _: None)
     assert result["tasks"] == ["click"]
     for model in ("shared_bottom", "gbdt"):
         assert list(result["models"][model]["runs"][0]["report"]["overall"]) == ["click"]

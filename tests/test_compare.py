@@ -47,7 +47,7 @@ def result(tmp_path_factory):
     lines: list[str] = []
     try:
         res = cmp.compare(parse_config(dict(TREE)), out, models=["mmoe", "star", "pepnet", "gbdt"],
-                          seeds=2, gbdt_max_iter=20, log=lines.append)
+                          seeds=2, overrides=["gbdt.max_iter=20"], log=lines.append)
     finally:
         module.prepare = real
     return out, res, calls, lines
@@ -157,7 +157,7 @@ def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch)
 
     monkeypatch.setattr(run_module, "encode_splits", counting)
     lines: list[str] = []
-    res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, gbdt_max_iter=10,
+    res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, overrides=["gbdt.max_iter=10"],
                       log=lines.append)
     assert len(calls) == 2  # the selection splits once, the refit splits once, for 2 models x 2 seeds
     assert sum("refit on training + validation rows" in ln for ln in lines) == 2 * 2  # gbdt: 2 tasks x 2 seeds
@@ -181,3 +181,26 @@ def test_paired_table_differences_and_wins_per_seed():
     assert "against pepnet" in cmp.paired_table(res)  # no GBDT, no shared-bottom: the first model
     assert cmp.paired_table({**res, "n_seeds": 1}) is None
     assert "Paired by seed against pepnet" in cmp.format_tables(res, per_domain=False)
+
+
+def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
+    """Every key of the config's ``gbdt`` section reaches scikit-learn, and the rounds chosen on validation never
+    exceed ``gbdt.max_iter``."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    built = []
+    real_fit = HistGradientBoostingClassifier.fit
+
+    def recording_fit(self, *a, **k):
+        built.append(self.get_params())
+        return real_fit(self, *a, **k)
+
+    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording_fit)
+    cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=7", "gbdt.learning_rate=0.2", "gbdt.max_leaf_nodes=5",
+                                        "gbdt.min_samples_leaf=9", "gbdt.l2_regularization=0.5"])
+    _, rounds = cmp.fit_gbdt(run_module.prepare(cfg, log=lambda _: None), 42, cfg.gbdt, log=lambda _: None)
+    assert len(built) == 2  # one tree ensemble per reported task
+    for p in built:
+        assert (p["max_iter"], p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"],
+                p["l2_regularization"], p["random_state"]) == (7, 0.2, 5, 9, 0.5, 42)
+    assert set(rounds) == {"click", "like"} and all(1 <= r <= 7 for r in rounds.values())

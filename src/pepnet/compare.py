@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import ExperimentConfig, load_config, parse_config
+from .config import ExperimentConfig, GBDTConfig, load_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS, MetricsReport, evaluate
 from .run import Prepared, prepare, train_model
@@ -78,14 +78,14 @@ def entries(models: list[str], ablations: bool) -> list[Entry]:
 # --------------------------------------------------------------------------- gradient-boosted trees
 
 
-def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_iter: int = 300,
-             learning_rate: float = 0.05, refit_config: ExperimentConfig | None = None
-             ) -> tuple[MetricsReport, dict[str, Any]]:
+def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str], None] = print,
+             refit_config: ExperimentConfig | None = None) -> tuple[MetricsReport, dict[str, Any]]:
     """One sklearn HistGradientBoostingClassifier per task on the encoder's raw statistics of the past
     (:meth:`Encoder.stat_values`: training rows see earlier rows only, evaluation rows the training split, and
     the test rows with ``split.test_stats: train+valid`` the validation split too).
 
-    The number of boosting rounds of each task is chosen by validation AUC (staged predictions); the test
+    ``params`` (the config's ``gbdt`` section) gives the trees. The number of boosting rounds of each task, up to
+    ``params.max_iter``, is chosen by validation AUC (staged predictions); the test
     split is predicted once, by the trees up to that round. With ``refit_config`` (``train.refit``), trees with
     that many rounds are trained afresh on training + validation rows (:meth:`Prepared.for_refit`) and predict
     the test split instead. Returns (test report, {task: best rounds}).
@@ -104,7 +104,7 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
     rounds: dict[str, int] = {}
     cols = enc.reported_columns
     for j, (t, task) in enumerate(zip(cols, enc.reported_tasks)):  # one tree per reported task (auxiliary tasks help only shared models)
-        clf = _gbdt_fit(prep, x, t, max_iter, learning_rate, seed)
+        clf = _gbdt_fit(prep, x, t, params, params.max_iter, seed)
         keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
         yv = prep.encoded["valid"].labels[keep, t]
         scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
@@ -112,7 +112,7 @@ def fit_gbdt(prep: Prepared, seed: int, log: Callable[[str], None] = print, max_
         best = int(np.argmax(scores))
         rounds[task] = best + 1
         if refit:
-            probs[:, j] = _gbdt_fit(final, x_final, t, best + 1, learning_rate, seed).predict_proba(x_final["test"])[:, 1]
+            probs[:, j] = _gbdt_fit(final, x_final, t, params, best + 1, seed).predict_proba(x_final["test"])[:, 1]
         else:
             probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
         log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
@@ -128,13 +128,16 @@ def _stat_matrices(prep: Prepared, splits: tuple[str, ...]) -> dict[str, np.ndar
     return {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
 
 
-def _gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, rounds: int, learning_rate: float, seed: int):
-    """A HistGradientBoostingClassifier of ``rounds`` rounds on the training rows that have task ``task``'s label."""
+def _gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, params: GBDTConfig, rounds: int, seed: int):
+    """A HistGradientBoostingClassifier of ``rounds`` rounds (the trees of ``params``) on the training rows that
+    have task ``task``'s label."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     y = prep.encoded["train"].labels[:, task]
     keep = ~np.isnan(y)
-    clf = HistGradientBoostingClassifier(max_iter=rounds, learning_rate=learning_rate, early_stopping=False,
+    clf = HistGradientBoostingClassifier(max_iter=rounds, learning_rate=params.learning_rate,
+                                         max_leaf_nodes=params.max_leaf_nodes, min_samples_leaf=params.min_samples_leaf,
+                                         l2_regularization=params.l2_regularization, early_stopping=False,
                                          random_state=seed)
     return clf.fit(x["train"][keep], y[keep])
 
@@ -370,11 +373,11 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
 
 def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list[str] | None = None, seeds: int = 3,
-            ablations: bool = False, overrides: list[str] | None = None, gbdt_max_iter: int = 300,
+            ablations: bool = False, overrides: list[str] | None = None,
             log: Callable[[str], None] = print) -> dict[str, Any]:
     """Train every model (and, with ``ablations``, every PEPNet ablation) with ``seeds`` seeds (train.seed,
     train.seed + 1, ...) on one prepared data set; write results.json / .csv / .md / .png to ``out``.
-    ``gbdt_max_iter``: the most boosting rounds of the GBDT (the best number is chosen on validation).
+    The GBDT's trees are the config's ``gbdt`` section.
     Returns the results dict (as in results.json)."""
     if not isinstance(config, ExperimentConfig):
         config = load_config(config, overrides)
@@ -400,7 +403,7 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
             progress.begin(entry.label, seed)
             start = time.time()
             if entry.model == GBDT:
-                report, rounds = fit_gbdt(prep, seed, log=progress.message, max_iter=gbdt_max_iter,
+                report, rounds = fit_gbdt(prep, seed, config.gbdt, log=progress.message,
                                           refit_config=config if config.train.refit else None)
                 run = {"seed": seed, "gbdt_rounds": rounds}
             else:

@@ -313,12 +313,27 @@ class TrainConfig(_Strict):
         "layout (row_wise needs GPUs). See docs/distributed.md")
 
 
+class GBDTConfig(_Strict):
+    """The GBDT reference model of ``pepnet compare`` (model ``gbdt``): one scikit-learn
+    HistGradientBoostingClassifier per reported task on the statistics of the past (``schema.stats``).
+
+    The number of boosting rounds is chosen per task on validation AUC, up to ``max_iter``. The defaults are
+    scikit-learn's, except the learning rate (0.05 instead of 0.1)."""
+
+    max_iter: int = Field(300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)")
+    learning_rate: float = Field(0.05, gt=0, description="shrinkage of each tree")
+    max_leaf_nodes: int = Field(31, ge=2, description="leaves per tree")
+    min_samples_leaf: int = Field(20, ge=1, description="fewest training rows in a leaf")
+    l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on the leaf values")
+
+
 class ExperimentConfig(_Strict):
     name: str = "experiment"
     data: DataConfig
     schema_: SchemaConfig = Field(alias="schema")
     model: ModelConfig = Field(default_factory=ModelConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    gbdt: GBDTConfig = Field(default_factory=GBDTConfig)
 
     def to_dict(self) -> dict[str, Any]:
         return self.model_dump(mode="json", by_alias=True)
@@ -450,6 +465,7 @@ __all__ = [
     "DataConfig",
     "ExperimentConfig",
     "FeatureSpec",
+    "GBDTConfig",
     "Groups",
     "LabelSpec",
     "ModelConfig",

@@ -51,6 +51,20 @@ def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
     assert model(sparse, dense).shape == (32, 2)
 
 
+@pytest.mark.parametrize("name", ["shared_bottom", "mmoe", "ple", "star"])
+def test_baselines_read_fields_that_only_a_prior_group_holds(name):
+    """The user id (field 0) only in user_prior: a baseline still reads it (it has no gate to feed it to)."""
+    layout = ModelLayout(**{**LAYOUT.__dict__, "groups": {**LAYOUT.groups, "general": [1, 2, 3, 4]}})
+    torch.manual_seed(0)
+    model = build_model(layout, cfg(name)).eval()
+    assert model.input.input_idx.tolist() == [1, 2, 3, 4, 0]
+    sparse, dense = batch()
+    other = sparse.clone()
+    other[:, 0] = sparse[:, 0] % 9 + 1  # another known user on every row
+    with torch.no_grad():
+        assert not torch.allclose(model(sparse, dense), model(other, dense))
+
+
 @pytest.mark.parametrize("name,options", [("mmoe", {"n_experts": 3}), ("ple", {"n_levels": 2, "task_experts": 2, "shared_experts": 2})])
 def test_gate_weights_sum_to_one(name, options):
     model = build_model(LAYOUT, cfg(name, options=options))

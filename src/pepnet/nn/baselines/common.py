@@ -11,7 +11,7 @@ from torch import nn
 
 from ...config import ModelConfig
 from ..embedding import FeatureEmbedding
-from ..layout import ModelLayout
+from ..layout import GROUPS, ModelLayout
 
 
 def model_options(cfg: ModelConfig, defaults: dict[str, Any]) -> dict[str, Any]:
@@ -34,27 +34,31 @@ def split_units(cfg: ModelConfig, opts: dict[str, Any], bottom_key: str) -> tupl
 
 
 class EmbeddedInput(nn.Module):
-    """FeatureEmbedding plus the general-group selection every baseline starts from.
+    """FeatureEmbedding plus the field selection every baseline starts from: every field of every group, the
+    ``general`` fields first, then each field that only a prior or the domain-side group holds (in
+    ``layout.GROUPS`` order). A baseline has no gate to feed PEPNet's prior features to, so it reads them as
+    inputs: every model sees the same fields, whatever the groups.
 
-    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fg * d] (general fields, flattened).
-    ``fields(emb, group)`` picks any other group from the [B, F, d] embeddings.
+    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fin * d] (the fields, flattened).
     """
 
     def __init__(self, layout: ModelLayout, dim: int):
         super().__init__()
         self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, dim, oov_dropout=layout.oov_dropout)
-        self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
-        self.out_dim = len(layout.group("general")) * dim
+        idx = list(dict.fromkeys(i for g in GROUPS for i in layout.group(g)))
+        self.register_buffer("input_idx", torch.tensor(idx, dtype=torch.long), persistent=False)
+        self.out_dim = len(idx) * dim
 
     def embed(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         """All fields: float [B, F, d]."""
         return self.embedding(sparse, dense)
 
-    def general(self, emb: torch.Tensor) -> torch.Tensor:
-        return emb.index_select(1, self.general_idx).flatten(1)
+    def select(self, emb: torch.Tensor) -> torch.Tensor:
+        """float [B, F, d] -> the input fields, float [B, Fin * d]."""
+        return emb.index_select(1, self.input_idx).flatten(1)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.general(self.embed(sparse, dense))
+        return self.select(self.embed(sparse, dense))
 
     def embedding_parameters(self) -> list[nn.Parameter]:
         return self.embedding.embedding_parameters()

@@ -132,7 +132,7 @@ class STAR(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         domain = domain_index(sparse, self.layout)
         emb = self.input.embed(sparse, dense)
-        main = self.towers(self.fcn(self.pn(self.input.general(emb), domain), domain))
+        main = self.towers(self.fcn(self.pn(self.input.select(emb), domain), domain))
         return main + self.aux(emb.index_select(1, self.domain_idx).flatten(1))
 
     def embedding_parameters(self) -> list[nn.Parameter]:
