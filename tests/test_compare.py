@@ -204,3 +204,26 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
         assert (p["max_iter"], p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"],
                 p["l2_regularization"], p["random_state"]) == (7, 0.2, 5, 9, 0.5, 42)
     assert set(rounds) == {"click", "like"} and all(1 <= r <= 7 for r in rounds.values())
+
+
+def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
+    """The statistics of the past are computed once per split (and once per refit split), not once per seed, and
+    a second seed gets the same matrices (so the same trees, up to the seed)."""
+    from pepnet.data.encoder import Encoder
+
+    calls = []
+    real = Encoder.stat_values
+
+    def counting(self, df, *a, **k):
+        calls.append(len(df))
+        return real(self, df, *a, **k)
+
+    monkeypatch.setattr(Encoder, "stat_values", counting)
+    cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=5", "train.refit=true"])
+    prep = run_module.prepare(cfg, log=lambda _: None)
+    for seed in (42, 43):
+        cmp.fit_gbdt(prep, seed, cfg.gbdt, log=lambda _: None, refit_config=cfg)
+    final = prep.for_refit(cfg)
+    assert sorted(calls) == sorted([len(prep.frames["train"].df), len(prep.frames["valid"].df),
+                                    len(final.frames["train"].df), len(final.frames["test"].df)])
+    assert set(prep.stat_cache) == {"train", "valid"} and set(final.stat_cache) == {"train", "test"}

@@ -96,9 +96,9 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
     if not enc.schema.stats:
         raise ValueError("model 'gbdt' needs statistics features (schema.stats); the config declares none")
     refit = refit_config is not None
-    x = _stat_matrices(prep, ("train", "valid") if refit else ("train", "valid", "test"))
+    x = {k: prep.stat_matrix(k) for k in (("train", "valid") if refit else ("train", "valid", "test"))}
     final = prep.for_refit(refit_config) if refit else prep
-    x_final = _stat_matrices(final, ("train", "test")) if refit else x
+    x_final = {k: final.stat_matrix(k) for k in ("train", "test")} if refit else x
     test = final.encoded["test"]
     probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
@@ -119,13 +119,6 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
             + (", refit on training + validation rows" if refit else ""))
     report = evaluate(probs, test.labels[:, cols], test.domain, test.user, enc.reported_tasks, test.domain_names)
     return report, rounds
-
-
-def _stat_matrices(prep: Prepared, splits: tuple[str, ...]) -> dict[str, np.ndarray]:
-    """The raw statistics of the past of ``splits``, float64 [rows, statistics], each read by the encoder that
-    scores that split."""
-    encoders = {k: prep.test_encoder if k == "test" and prep.test_encoder else prep.encoder for k in splits}
-    return {k: e.stat_values(prep.frames[k].df, training=(k == "train"))[1] for k, e in encoders.items()}
 
 
 def _gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, params: GBDTConfig, rounds: int, seed: int):

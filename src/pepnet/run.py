@@ -14,7 +14,7 @@ import json
 import platform
 import subprocess
 import warnings
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Callable
 
@@ -126,6 +126,7 @@ class Prepared:
     encoder: Encoder
     test_encoder: Encoder | None = None  # the encoder of the test split when its statistics also count validation rows
     refit_prep: "Prepared | None" = None  # train.refit's splits, encoded once (see for_refit)
+    stat_cache: dict[str, np.ndarray] = field(default_factory=dict)  # see stat_matrix
 
     def for_refit(self, config: ExperimentConfig) -> "Prepared":
         """``train.refit``'s data: training then validation rows as the training split, with an encoder fitted
@@ -133,6 +134,15 @@ class Prepared:
         if self.refit_prep is None:
             self.refit_prep = encode_splits(config, refit_frames(self.frames))
         return self.refit_prep
+
+    def stat_matrix(self, split: str) -> np.ndarray:
+        """The raw statistics of the past of ``split`` (:meth:`Encoder.stat_values`), float64 [rows, statistics],
+        read by the encoder that scores that split; computed on the first call and kept (the GBDT of
+        ``pepnet compare`` reads them for every seed)."""
+        if split not in self.stat_cache:
+            enc = self.test_encoder if split == "test" and self.test_encoder else self.encoder
+            self.stat_cache[split] = enc.stat_values(self.frames[split].df, training=(split == "train"))[1]
+        return self.stat_cache[split]
 
 
 def transform(encoder: Encoder, frame: Frame, training: bool = False) -> EncodedData:
