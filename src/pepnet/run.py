@@ -135,13 +135,18 @@ class Prepared:
             self.refit_prep = encode_splits(config, refit_frames(self.frames))
         return self.refit_prep
 
+    def encoder_for(self, split: str) -> Encoder:
+        """The encoder that scores ``split``: ``test_encoder`` for the test split when there is one (its
+        statistics also count the validation rows), else the training encoder."""
+        return self.test_encoder if split == "test" and self.test_encoder else self.encoder
+
     def stat_matrix(self, split: str) -> np.ndarray:
         """The raw statistics of the past of ``split`` (:meth:`Encoder.stat_values`), float64 [rows, statistics],
-        read by the encoder that scores that split; computed on the first call and kept (the GBDT of
+        read by :meth:`encoder_for` that split; computed on the first call and kept (the GBDT of
         ``pepnet compare`` reads them for every seed)."""
         if split not in self.stat_cache:
-            enc = self.test_encoder if split == "test" and self.test_encoder else self.encoder
-            self.stat_cache[split] = enc.stat_values(self.frames[split].df, training=(split == "train"))[1]
+            self.stat_cache[split] = self.encoder_for(split).stat_values(self.frames[split].df,
+                                                                        training=(split == "train"))[1]
         return self.stat_cache[split]
 
 
@@ -187,16 +192,17 @@ def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: E
     if config.data.split.test_stats == "train+valid" and "valid" in frames:  # test rows see every earlier row
         test_encoder = copy.deepcopy(encoder)
         test_encoder.update_stats(frames["valid"].df)
-    encoded = {k: transform(test_encoder if k == "test" and test_encoder else encoder, v, training=(k == "train"))
-               for k, v in frames.items() if splits is None or k in splits}
-    for name in encoded:
-        _check_labels(name, encoded[name], encoder.task_names)
-    for name in [k for k in ("valid", "test") if k in encoded]:
+    prep = Prepared(frames, {}, encoder, test_encoder)
+    prep.encoded.update({k: transform(prep.encoder_for(k), v, training=(k == "train"))
+                         for k, v in frames.items() if splits is None or k in splits})
+    for name in prep.encoded:
+        _check_labels(name, prep.encoded[name], encoder.task_names)
+    for name in [k for k in ("valid", "test") if k in prep.encoded]:
         unseen = encoder.unseen_domains(frames[name].df)
         if unseen:
             warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
                           "out-of-vocabulary domain embedding and reported under their own name", DataWarning, stacklevel=2)
-    return Prepared(frames, encoded, encoder, test_encoder)
+    return prep
 
 
 def score(model: nn.Module, data: EncodedData, encoder: Encoder, batch_size: int, device: torch.device,
