@@ -31,6 +31,18 @@ TREE = {
 }
 
 
+def spy(monkeypatch, owner, name: str, record=lambda *a, **k: 1) -> list:
+    """Wrap ``owner.name`` so that each call first appends ``record(*args, **kwargs)`` to the returned list."""
+    calls, real = [], getattr(owner, name)
+
+    def wrapper(*a, **k):
+        calls.append(record(*a, **k))
+        return real(*a, **k)
+
+    monkeypatch.setattr(owner, name, wrapper)
+    return calls
+
+
 @pytest.fixture(scope="module")
 def result(tmp_path_factory):
     out = tmp_path_factory.mktemp("cmp")
@@ -148,14 +160,7 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
 def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch):
     tree = {**TREE, "train": {**TREE["train"], "refit": True}}
 
-    calls = []
-    real = run_module.encode_splits
-
-    def counting(*a, **k):
-        calls.append(1)
-        return real(*a, **k)
-
-    monkeypatch.setattr(run_module, "encode_splits", counting)
+    calls = spy(monkeypatch, run_module, "encode_splits")
     lines: list[str] = []
     res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, overrides=["gbdt.max_iter=10"],
                       log=lines.append)
@@ -188,14 +193,7 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
     exceed ``gbdt.max_iter``."""
     from sklearn.ensemble import HistGradientBoostingClassifier
 
-    built = []
-    real_fit = HistGradientBoostingClassifier.fit
-
-    def recording_fit(self, *a, **k):
-        built.append(self.get_params())
-        return real_fit(self, *a, **k)
-
-    monkeypatch.setattr(HistGradientBoostingClassifier, "fit", recording_fit)
+    built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=7", "gbdt.learning_rate=0.2", "gbdt.max_leaf_nodes=5",
                                         "gbdt.min_samples_leaf=9", "gbdt.l2_regularization=0.5"])
     _, rounds = cmp.fit_gbdt(run_module.prepare(cfg, log=lambda _: None), 42, cfg.gbdt, log=lambda _: None)
@@ -211,14 +209,7 @@ def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
     a second seed gets the same matrices (so the same trees, up to the seed)."""
     from pepnet.data.encoder import Encoder
 
-    calls = []
-    real = Encoder.stat_values
-
-    def counting(self, df, *a, **k):
-        calls.append(len(df))
-        return real(self, df, *a, **k)
-
-    monkeypatch.setattr(Encoder, "stat_values", counting)
+    calls = spy(monkeypatch, Encoder, "stat_values", lambda self, df, *a, **k: len(df))
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=5", "train.refit=true"])
     prep = run_module.prepare(cfg, log=lambda _: None)
     for seed in (42, 43):
