@@ -80,6 +80,9 @@ class StatFeature(_Strict):
     label over them (``target`` = task name); ``mean``: smoothed mean of a numeric column.
     With a time column, training rows see only rows strictly earlier in time; evaluation rows see
     the whole training split. Without one, training rows use leave-one-out totals.
+    ``realtime`` (counts only, needs the time column): evaluation rows also count the rows of their own
+    frame that are strictly earlier in time, as a serving system's counters would; a count reads no
+    label, so no label of the evaluated period leaks. Training rows already count every earlier row.
     The value is bucketised into ``buckets`` quantile buckets (a sparse field) or, with
     ``as_dense``, standardised (a dense field).
     """
@@ -91,6 +94,10 @@ class StatFeature(_Strict):
     prior: float = Field(20.0, ge=0.0, description="pseudo-count of the smoothing towards the global mean")
     buckets: int = Field(16, ge=2)
     as_dense: bool = False
+    realtime: bool = Field(False, description="count only: evaluation rows also count the strictly earlier rows "
+                           "of their own frame (the evaluated split or scored file so far; one row group when streamed "
+                           "from parquet), not only the training split; reads no label. False: the count stops at "
+                           "the end of the training split")
 
     @model_validator(mode="after")
     def _target_needed(self) -> "StatFeature":
@@ -98,6 +105,9 @@ class StatFeature(_Strict):
             raise ValueError(f"stat feature {self.name!r}: stat {self.stat!r} needs a 'target'")
         if self.stat == "count" and self.target:
             raise ValueError(f"stat feature {self.name!r}: stat 'count' takes no 'target'")
+        if self.realtime and self.stat != "count":
+            raise ValueError(f"stat feature {self.name!r}: realtime is for stat 'count' only (a {self.stat!r} "
+                             "of the evaluated period would read its labels)")
         return self
 
 
@@ -161,6 +171,9 @@ class SchemaConfig(_Strict):
                 raise ValueError(f"stat feature {s.name!r}: target {s.target!r} is not a task (tasks: {list(self.labels)})")
         if self.time_features and not self.time:
             raise ValueError("time_features need schema.time (the time column)")
+        realtime = [s.name for s in self.stats if s.realtime]
+        if realtime and not self.time:
+            raise ValueError(f"stat features {realtime}: realtime counts need schema.time (the time column)")
         if not self.reported_tasks():
             raise ValueError("every label is auxiliary: at least one task must be reported")
         return self

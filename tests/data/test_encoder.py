@@ -271,6 +271,46 @@ def test_evaluation_rows_use_the_training_rows_only():
     np.testing.assert_allclose(_stat(enc, valid, "user_rate", training=False)[new_user], g)
 
 
+def _realtime_schema() -> SchemaConfig:
+    base = _schema()
+    stats = [s.model_dump() for s in base.stats] + [{"name": "user_n_rt", "keys": ["user"], "stat": "count",
+                                                     "as_dense": True, "realtime": True}]
+    return _schema(stats=stats)
+
+
+def test_a_realtime_count_adds_the_evaluated_frames_earlier_rows_to_the_training_rows():
+    train, valid = _frame(), _frame(seed=9).with_columns(user=pl.col("user") + 6, t=pl.col("t") + 1000)
+    enc = Encoder(_realtime_schema()).fit(train)
+    vt = valid["t"].to_numpy()
+    both = pl.concat([train, valid])
+    expected = _brute(both, valid, ["user"], "count", 0.0,
+                      lambda i, j: j < train.height or vt[j - train.height] < vt[i])
+    np.testing.assert_allclose(_stat(enc, valid, "user_n_rt", training=False), expected, rtol=1e-12)
+    # the frozen count sees the training rows only, and the two differ where the frame has earlier rows
+    frozen = _stat(enc, valid, "user_n", training=False)
+    np.testing.assert_allclose(frozen, _brute(train, valid, ["user"], "count", 0.0, lambda i, j: True))
+    assert np.sum(expected != frozen) > 50
+    # it reads no label: the evaluated frame's labels change nothing
+    flipped = valid.with_columns(click=1 - pl.col("click"))
+    np.testing.assert_array_equal(enc.transform(valid).dense, enc.transform(flipped).dense)
+    # on training rows it is the ordinary count of strictly earlier rows
+    np.testing.assert_array_equal(_stat(enc, train, "user_n_rt", training=True),
+                                  _stat(enc, train, "user_n", training=True))
+
+
+@pytest.mark.parametrize("change, message", [
+    ({"stat": "rate", "target": "click"}, "count' only"),
+    ({"time": None}, "need schema.time"),
+])
+def test_realtime_is_refused_for_rates_and_without_a_time_column(change, message):
+    stat = {"name": "user_rt", "keys": ["user"], "stat": "count", "realtime": True}
+    schema = _schema().model_dump(by_alias=True)
+    schema["stats"].append({**stat, **{k: v for k, v in change.items() if k != "time"}})
+    schema.update({k: v for k, v in change.items() if k == "time"})
+    with pytest.raises(ValueError, match=message):
+        SchemaConfig.model_validate(schema)
+
+
 def test_statistic_buckets_come_from_training_quantiles():
     train = _frame()
     enc = Encoder(_schema()).fit(train)

@@ -168,7 +168,10 @@ class Encoder:
                      with_history: bool = False) -> pl.DataFrame:
         """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
         target), m (rows with a target); null where the key was never seen. ``with_history`` (training only):
-        add the accumulated table to the within-frame totals (online training: earlier periods count too)."""
+        add the accumulated table to the within-frame totals (online training: earlier periods count too).
+        A ``realtime`` count of evaluation rows is computed the same way: the frame's earlier rows plus the table."""
+        if not training and stat.realtime:
+            training = with_history = True
         keys = stat.keys
         if not training:  # evaluation rows only look up the training statistics: no target column needed
             frame = df.select([pl.col(k) for k in keys])
