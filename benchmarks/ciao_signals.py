@@ -154,14 +154,16 @@ def main() -> None:
         "+ trust": stack(base, [trust_block(train, train, trust, True), trust_block(train, valid, trust, False)]),
         "realtime counts": realtime,
         "realtime counts + days": stack(realtime, days_block([train, valid], same_day=False)),
-        "realtime counts + days + same-day rows (leak bound)": stack(realtime, days_block([train, valid], same_day=True)),
+        "realtime counts + days + same-day rows (leak bound)":
+            stack(realtime, days_block([train, valid], same_day=True)),
     }
-    lines = ["| inputs | " + " | ".join(f"{t} AUC (round) | {t} unseen / seen users" for t in prep.encoder.reported_tasks)
-             + " |", "|---|" + "---|---|" * len(prep.encoder.reported_tasks)]
+    tasks = prep.encoder.reported_tasks
+    lines = ["| inputs | " + " | ".join(f"{t} AUC (round) | {t} unseen / seen users" for t in tasks) + " |",
+             "|---|" + "---|---|" * len(tasks)]
     for name, x in inputs.items():
         res = validation_auc(prep, *x, cfg.gbdt, a.seed)
-        lines.append(f"| {name} | " + " | ".join(f"{auc:.4f} ({r}) | {c:.4f} / {w:.4f}" for auc, r, c, w in res.values())
-                     + " |")
+        cells = [f"{auc:.4f} ({r}) | {c:.4f} / {w:.4f}" for auc, r, c, w in res.values()]
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
         print(lines[-1], flush=True)
     a.out.mkdir(parents=True, exist_ok=True)
     text = "\n".join(lines) + f"\n\nvalidation split, seed {a.seed}, {time.perf_counter() - start:.0f} s\n"
