@@ -29,11 +29,12 @@ from pathlib import Path
 
 import numpy as np
 import polars as pl
-from sklearn.ensemble import HistGradientBoostingClassifier
 from sklearn.metrics import roc_auc_score
 
-from pepnet.config import ExperimentConfig, load_config
-from pepnet.run import Prepared, prepare
+from pepnet.compare import gbdt_fit
+from pepnet.config import ExperimentConfig, GBDTConfig, SchemaConfig, load_config
+from pepnet.data.validate import label_expr
+from pepnet.run import Prepared, encode_splits, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
@@ -41,18 +42,19 @@ PRIOR = 5.0  # smoothing rows of the trust rates, towards the training mean
 KEYS = (["user_id"], ["item_id"], ["category_id"], ["user_id", "category_id"])
 
 
-def labelled(df: pl.DataFrame) -> pl.DataFrame:
-    """Ciao's rows with float targets like (rating >= 4), helpful (helpfulness >= 2) and rating."""
-    return df.with_columns(like=(pl.col("rating") >= 4).cast(pl.Float64),
-                           helpful=(pl.col("helpfulness") >= 2).cast(pl.Float64),
+def labelled(df: pl.DataFrame, schema: SchemaConfig) -> pl.DataFrame:
+    """``df`` with float targets ``like`` and ``helpful`` (the config's labels, :func:`label_expr`) and
+    ``rating_f`` (the rating)."""
+    return df.with_columns(like=label_expr(schema.labels["like"]), helpful=label_expr(schema.labels["helpful"]),
                            rating_f=pl.col("rating").cast(pl.Float64))
 
 
-def trust_block(train: pl.DataFrame, rows: pl.DataFrame, trust: pl.DataFrame, training: bool) -> np.ndarray:
+def trust_block(train: pl.DataFrame, rows: pl.DataFrame, trust: pl.DataFrame, schema: SchemaConfig,
+                training: bool) -> np.ndarray:
     """[len(rows), 10]: per key (user; user x category) log1p(rows) and smoothed like / helpful / rating of the
     trusted users' training rows before the row's day (``training``) or all of them; then log1p of the user's
     out- and in-degree in the trust graph."""
-    t = labelled(train)
+    t = labelled(train, schema)
     mean = {c: t[c].mean() for c in ("like", "helpful", "rating_f")}
     events = trust.join(t.select("user_id", "category_id", "timestamp", *mean), left_on="trustee", right_on="user_id")
     events = events.rename({"truster": "user_id"})
@@ -111,21 +113,18 @@ def with_realtime_counts(cfg: ExperimentConfig) -> ExperimentConfig:
     return ExperimentConfig.model_validate(d)
 
 
-def validation_auc(prep: Prepared, x_train: np.ndarray, x_valid: np.ndarray, gbdt, seed: int) -> dict[str, tuple]:
-    """Per reported task: (best validation AUC over the rounds, that round, AUC on rows of users unseen in
-    training, AUC on the others)."""
+def validation_auc(prep: Prepared, x_train: np.ndarray, x_valid: np.ndarray, gbdt: GBDTConfig,
+                   seed: int) -> dict[str, tuple]:
+    """Per reported task, the trees of ``pepnet compare`` (:func:`gbdt_fit`) on ``x_train``: (best validation AUC
+    over the rounds, that round, AUC on rows of users unseen in training, AUC on the others)."""
     enc = prep.encoder
     j = enc.field_index(enc.schema.user)
     cold = prep.encoded["valid"].sparse[:, j] == enc.sparse_fields[j].offset  # the out-of-vocabulary row
     out = {}
     for t, task in zip(enc.reported_columns, enc.reported_tasks):
-        y, yv = prep.encoded["train"].labels[:, t], prep.encoded["valid"].labels[:, t]
-        keep, keep_v = ~np.isnan(y), ~np.isnan(yv)
-        clf = HistGradientBoostingClassifier(max_iter=gbdt.max_iter, learning_rate=gbdt.learning_rate,
-                                             max_leaf_nodes=gbdt.max_leaf_nodes,
-                                             min_samples_leaf=gbdt.min_samples_leaf,
-                                             l2_regularization=gbdt.l2_regularization, early_stopping=False,
-                                             random_state=seed).fit(x_train[keep], y[keep])
+        yv = prep.encoded["valid"].labels[:, t]
+        keep_v = ~np.isnan(yv)
+        clf = gbdt_fit(prep, {"train": x_train}, t, gbdt, gbdt.max_iter, seed)
         staged = [p[:, 1] for p in clf.staged_predict_proba(x_valid[keep_v])]
         scores = [roc_auc_score(yv[keep_v], p) for p in staged]
         best = int(np.argmax(scores))
@@ -147,11 +146,12 @@ def main() -> None:
     train, valid = prep.frames["train"].df, prep.frames["valid"].df
     base = [prep.stat_matrix("train"), prep.stat_matrix("valid")]
     trust = pl.read_parquet(a.trust)
-    rt = prepare(with_realtime_counts(cfg), log=lambda _: None, splits=("train", "valid"))
+    rt = encode_splits(with_realtime_counts(cfg), prep.frames, splits=("train", "valid"))  # same rows, loaded once
     realtime = [rt.stat_matrix("train"), rt.stat_matrix("valid")]
     inputs = {
         "statistics of the past (the GBDT of `pepnet compare`)": base,
-        "+ trust": stack(base, [trust_block(train, train, trust, True), trust_block(train, valid, trust, False)]),
+        "+ trust": stack(base, [trust_block(train, train, trust, cfg.schema_, True),
+                                trust_block(train, valid, trust, cfg.schema_, False)]),
         "realtime counts": realtime,
         "realtime counts + days": stack(realtime, days_block([train, valid], same_day=False)),
         "realtime counts + days + same-day rows (leak bound)":

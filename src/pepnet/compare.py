@@ -104,7 +104,7 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
     rounds: dict[str, int] = {}
     cols = enc.reported_columns
     for j, (t, task) in enumerate(zip(cols, enc.reported_tasks)):  # one tree per reported task (auxiliary tasks help only shared models)
-        clf = _gbdt_fit(prep, x, t, params, params.max_iter, seed)
+        clf = gbdt_fit(prep, x, t, params, params.max_iter, seed)
         keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
         yv = prep.encoded["valid"].labels[keep, t]
         scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
@@ -112,7 +112,7 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
         best = int(np.argmax(scores))
         rounds[task] = best + 1
         if refit:
-            probs[:, j] = _gbdt_fit(final, x_final, t, params, best + 1, seed).predict_proba(x_final["test"])[:, 1]
+            probs[:, j] = gbdt_fit(final, x_final, t, params, best + 1, seed).predict_proba(x_final["test"])[:, 1]
         else:
             probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
         log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
@@ -121,7 +121,7 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
     return report, rounds
 
 
-def _gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, params: GBDTConfig, rounds: int, seed: int):
+def gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, params: GBDTConfig, rounds: int, seed: int):
     """A HistGradientBoostingClassifier of ``rounds`` rounds (the trees of ``params``) on the training rows that
     have task ``task``'s label."""
     from sklearn.ensemble import HistGradientBoostingClassifier

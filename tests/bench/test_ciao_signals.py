@@ -11,7 +11,10 @@ import numpy as np
 import polars as pl
 import pytest
 
-SCRIPT = Path(__file__).resolve().parents[2] / "benchmarks" / "ciao_signals.py"
+from pepnet.config import load_config
+
+ROOT = Path(__file__).resolve().parents[2]
+SCRIPT = ROOT / "benchmarks" / "ciao_signals.py"
 DAY = 86_400
 
 
@@ -34,7 +37,8 @@ def test_trust_statistics_see_only_earlier_days_of_trusted_users(signals):
     # user 1 trusts user 2; user 2 rates on day 0 (liked, helpful) and day 1 (not liked, not helpful)
     train = rows((2, 10, 1, 0, 5, 2), (2, 11, 2, 1, 1, 1), (1, 12, 1, 1, 4, 1), (1, 13, 1, 2, 4, 1))
     trust = pl.DataFrame({"truster": [1], "trustee": [2]})
-    x = signals.trust_block(train, train, trust, training=True)
+    schema = load_config(ROOT / "configs" / "ciao.yaml").schema_  # like = rating >= 4, helpful = helpfulness >= 2
+    x = signals.trust_block(train, train, trust, schema, training=True)
     like_mean, prior = train["rating"].ge(4).mean(), signals.PRIOR
     # user 1's day-1 row sees only user 2's day-0 row; its day-2 row both of user 2's rows
     np.testing.assert_allclose(x[2, 0], np.log1p(1))
@@ -50,7 +54,7 @@ def test_trust_statistics_see_only_earlier_days_of_trusted_users(signals):
     np.testing.assert_allclose(x[[0, 2], 8:], np.log1p([[0, 1], [1, 0]]))
     # an evaluation row sees every training row of the users it trusts
     valid = rows((1, 14, 1, 0, 3, 1))
-    np.testing.assert_allclose(signals.trust_block(train, valid, trust, training=False)[0, 0], np.log1p(2))
+    np.testing.assert_allclose(signals.trust_block(train, valid, trust, schema, training=False)[0, 0], np.log1p(2))
 
 
 def test_day_counters_look_back_across_the_split_boundary(signals):

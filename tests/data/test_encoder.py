@@ -271,16 +271,17 @@ def test_evaluation_rows_use_the_training_rows_only():
     np.testing.assert_allclose(_stat(enc, valid, "user_rate", training=False)[new_user], g)
 
 
-def _realtime_schema() -> SchemaConfig:
-    base = _schema()
-    stats = [s.model_dump() for s in base.stats] + [{"name": "user_n_rt", "keys": ["user"], "stat": "count",
-                                                     "as_dense": True, "realtime": True}]
-    return _schema(stats=stats)
+def _schema_with_stat(stat: dict, time: bool = True) -> SchemaConfig:
+    """:func:`_schema` with one more statistic."""
+    return _schema(time=time, stats=[s.model_dump() for s in _schema().stats] + [stat])
+
+
+REALTIME_COUNT = {"name": "user_n_rt", "keys": ["user"], "stat": "count", "as_dense": True, "realtime": True}
 
 
 def test_a_realtime_count_adds_the_evaluated_frames_earlier_rows_to_the_training_rows():
     train, valid = _frame(), _frame(seed=9).with_columns(user=pl.col("user") + 6, t=pl.col("t") + 1000)
-    enc = Encoder(_realtime_schema()).fit(train)
+    enc = Encoder(_schema_with_stat(REALTIME_COUNT)).fit(train)
     vt = valid["t"].to_numpy()
     both = pl.concat([train, valid])
     expected = _brute(both, valid, ["user"], "count", 0.0,
@@ -298,17 +299,13 @@ def test_a_realtime_count_adds_the_evaluated_frames_earlier_rows_to_the_training
                                   _stat(enc, train, "user_n", training=True))
 
 
-@pytest.mark.parametrize("change, message", [
-    ({"stat": "rate", "target": "click"}, "count' only"),
-    ({"time": None}, "need schema.time"),
+@pytest.mark.parametrize("change, time, message", [
+    ({"stat": "rate", "target": "click"}, True, "count' only"),
+    ({}, False, "need schema.time"),
 ])
-def test_realtime_is_refused_for_rates_and_without_a_time_column(change, message):
-    stat = {"name": "user_rt", "keys": ["user"], "stat": "count", "realtime": True}
-    schema = _schema().model_dump(by_alias=True)
-    schema["stats"].append({**stat, **{k: v for k, v in change.items() if k != "time"}})
-    schema.update({k: v for k, v in change.items() if k == "time"})
+def test_realtime_is_refused_for_rates_and_without_a_time_column(change, time, message):
     with pytest.raises(ValueError, match=message):
-        SchemaConfig.model_validate(schema)
+        _schema_with_stat({**REALTIME_COUNT, **change}, time=time)
 
 
 def test_statistic_buckets_come_from_training_quantiles():
