@@ -31,6 +31,8 @@ def _friendly(fn: Callable) -> Callable:
     def wrapper(*args, **kwargs):
         from .config import ConfigError
         from .data.errors import DataError
+        from .export.archive import ExportError
+        from .fileio import DamagedFileError
         from .train.checkpoint import CheckpointError
         from .train.trainer import TrainingError
 
@@ -40,13 +42,29 @@ def _friendly(fn: Callable) -> Callable:
             warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
             try:
                 return fn(*args, **kwargs)
-            except (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError) as exc:
+            except (ConfigError, DataError, CheckpointError, TrainingError, DamagedFileError, ExportError) as exc:
                 typer.echo(f"error: {exc}", err=True)
+                raise typer.Exit(2) from None
+            except OSError as exc:  # a missing file, a read-only folder, a full disk, ...
+                typer.echo(f"error: {_os_error(exc)}", err=True)
                 raise typer.Exit(2) from None
             finally:
                 warnings.formatwarning = shown
 
     return wrapper
+
+
+def _os_error(exc: OSError) -> str:
+    """One line for an operating-system error: what failed, on which file, and what to do where it is clear."""
+    import errno
+
+    if exc.strerror is None or exc.filename is None:  # raised by pepnet with its own message
+        return str(exc)
+    advice = {errno.ENOSPC: "; free some space or write elsewhere", errno.EDQUOT: "; free some space or write elsewhere",
+              errno.EACCES: "; check the folder's permissions or write elsewhere",
+              errno.EROFS: "; the file system is read-only: write elsewhere",
+              errno.EISDIR: "; expected a file name, not a folder"}.get(exc.errno or 0, "")
+    return f"{exc.strerror}: {exc.filename}{advice}"
 
 
 def _show(report, out: Path | None = None) -> None:
@@ -77,6 +95,8 @@ def fit(
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: --set train.epochs=3"),
     resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace the run in a non-empty --out (its run "
+                                   "files are removed first); without it a non-empty --out is refused"),
     data: Optional[list[str]] = typer.Option(None, "--data", help="with --resume: new period file(s) to learn "
                                              "online (evaluate on each, then train on it), as `pepnet stream` does"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on this machine (runs torchrun; "
@@ -91,14 +111,15 @@ def fit(
         from .train.distributed import launch
 
         argv = ["fit", *([config] if config else []), "--out", str(out), *[a for s in set_ or [] for a in ("--set", s)]]
-        raise typer.Exit(launch(nproc, argv + (["--resume"] if resume else [])))
+        raise typer.Exit(launch(nproc, argv + (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])))
 
     if data:
         if not resume:
             raise typer.BadParameter("--data needs --resume (use `pepnet stream` to start an online run)")
         _stream_into(out, data, None, set_, 1)
         return
-    run = fit_run(resolve_config(config) if not resume else out / "config.yaml", out, resume=resume, overrides=set_)
+    run = fit_run(resolve_config(config) if not resume else out / "config.yaml", out, resume=resume, overrides=set_,
+                  overwrite=overwrite)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         _show(run.report, out)
 
@@ -153,11 +174,17 @@ def predict(
     out: Path = typer.Option(..., "--out", help="output parquet file"),
 ) -> None:
     """Write p_<task> for every input row (with its domain and user) to a parquet file."""
+    from .fileio import write_parquet
     from .run import Run
 
+    if out.is_dir():
+        raise IsADirectoryError(f"--out {out} is a folder; expected the name of the parquet file to write")
+    if any(out.resolve() == Path(d).resolve() for d in data):
+        raise FileExistsError(f"--out {out} is one of the --data files; writing the predictions there would destroy "
+                              "the input. Choose another file name")
     preds = Run.load(run_dir).predict(data)
     out.parent.mkdir(parents=True, exist_ok=True)
-    preds.write_parquet(out)
+    write_parquet(preds, out)
     typer.echo(f"wrote {preds.height:,} rows to {out}")
 
 
@@ -239,12 +266,13 @@ def gates(
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run directory"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
+    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier quickstart run in --out"),
 ) -> None:
     """Train PEPNet on the vendored Ciao data (28 domains, tasks like and helpful) and print the table."""
     from .run import fit as fit_run
 
     typer.echo("pepnet quickstart: PEPNet on Ciao (Tang et al. 2012), chronological 80/10/10 split")
-    run = fit_run(BUNDLED_CONFIGS / "ciao.yaml", out, overrides=set_)
+    run = fit_run(BUNDLED_CONFIGS / "ciao.yaml", out, overrides=set_, overwrite=overwrite)
     _show(run.report, out)
 
 

@@ -7,6 +7,7 @@ Every section forbids unknown keys; a typo is reported with the closest valid ke
 from __future__ import annotations
 
 import difflib
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -18,8 +19,45 @@ class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and what was expected."""
 
 
+class _Loader(yaml.SafeLoader):
+    """PyYAML's safe loader, with two changes: a key repeated in one mapping is an error naming the key and the
+    line (PyYAML keeps the last value silently), and ``1e-3`` is a float as in YAML 1.2 (PyYAML reads a
+    number without a dot as text)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if key in seen:
+                raise ConfigError(f"{key_node.start_mark.name}, line {line}: key {key!r} repeats the key of line "
+                                  f"{seen[key]} in the same mapping; expected each key once")
+            seen[key] = line
+        return super().construct_mapping(node, deep=deep)
+
+
+_Loader.add_implicit_resolver(
+    "tag:yaml.org,2002:float",
+    re.compile(r"^[-+]?(?:[0-9][0-9_]*\.[0-9_]*(?:[eE][-+]?[0-9]+)?|[0-9][0-9_]*[eE][-+]?[0-9]+|\.[0-9_]+"
+               r"(?:[eE][-+]?[0-9]+)?|\.(?:inf|Inf|INF))$|^\.(?:nan|NaN|NAN)$"),
+    list("-+0123456789."),
+)
+
+
+def yaml_load(text: str, source: str = "<string>") -> Any:
+    """Parse YAML with :class:`_Loader` (duplicate keys refused, ``1e-3`` a float); ``source`` names it."""
+    loader = _Loader(text)
+    loader.name = source
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True)
+    # strict: a value of another type is refused, never converted (``batch_size: true`` is not 1, ``"3"`` is
+    # not 3); an integer is still accepted where a float is expected
+    model_config = ConfigDict(extra="forbid", populate_by_name=True, validate_assignment=True, strict=True)
 
 
 # --------------------------------------------------------------------------- schema
@@ -204,8 +242,8 @@ class SideTable(_Strict):
 
 class SplitConfig(_Strict):
     method: Literal["chronological", "random", "files"] = "chronological"
-    fractions: tuple[float, float, float] = (0.8, 0.1, 0.1)
-    seed: int = 0
+    fractions: tuple[float, float, float] = Field((0.8, 0.1, 0.1), strict=False)  # a YAML list is a tuple here
+    seed: int = Field(0, ge=0, lt=2**63)
     valid_files: list[str] = Field(default_factory=list)
     test_files: list[str] = Field(default_factory=list)
     test_stats: Literal["train", "train+valid"] = Field(
@@ -278,6 +316,17 @@ class ModelConfig(_Strict):
     domain_stats: bool = Field(True, description="keep the statistics in F_d (False: domain id only)")
     options: dict[str, Any] = Field(default_factory=dict, description="model-specific options (baselines)")
 
+    @field_validator("name")
+    @classmethod
+    def _registered(cls, v: str) -> str:
+        from .nn.registry import MODELS  # imported here: the registry imports this module
+
+        if v not in MODELS:
+            hint = difflib.get_close_matches(v, list(MODELS), n=1)
+            raise ValueError(f"unknown model {v!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+                             + f"; available: {', '.join(sorted(MODELS))}")
+        return v
+
     @field_validator("hidden_units")
     @classmethod
     def _positive(cls, v: list[int]) -> list[int]:
@@ -304,10 +353,10 @@ class TrainConfig(_Strict):
                         "(same seed) on training + validation rows for that many epochs, with vocabularies and "
                         "statistics fitted on them too, and score the test split with it (the run's final model)")
     monitor: Literal["gauc", "auc"] = "gauc"
-    seed: int = 42
+    seed: int = Field(42, ge=0, lt=2**63, description="seed of every random draw (0 <= seed < 2**63)")
     deterministic: bool = False
     threads: int | None = Field(None, gt=0)
-    device: str = Field("auto", description="auto, cpu, cuda or cuda:N")
+    device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$", description="auto, cpu, cuda or cuda:N")
     on_nan: Literal["error", "skip"] = Field("error", description="a NaN/inf loss stops training, or the batch is skipped")
     progress: bool = True
     checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps within an epoch (0: only at epoch end)")
@@ -437,7 +486,7 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[s
             raise ConfigError(f"override {item!r} must look like key.path=value")
         key, raw = item.split("=", 1)
         try:
-            value = yaml.safe_load(raw)
+            value = yaml_load(raw, f"override {item!r}")
         except yaml.YAMLError as exc:
             raise ConfigError(f"override {item!r}: value is not valid YAML: {exc}") from None
         try:
@@ -467,7 +516,7 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
         else:
             raise ConfigError(f"config file {path} does not exist")
     try:
-        tree = yaml.safe_load(path.read_text())
+        tree = yaml_load(path.read_text(), str(path))
     except yaml.YAMLError as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
     return parse_config(tree or {}, str(path), overrides)

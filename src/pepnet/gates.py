@@ -11,6 +11,7 @@ import torch
 
 from .data.batches import BatchLoader, TensorData
 from .data.encoder import EncodedData
+from .fileio import atomic_write, write_figure
 
 
 @dataclass
@@ -28,7 +29,7 @@ class GateSummary:
         written = []
         for name, table in (("epnet", self.epnet), ("ppnet", self.ppnet)):
             if table is not None:
-                table.write_csv(out / f"gates_{name}.csv")
+                atomic_write(out / f"gates_{name}.csv", table.write_csv())
                 written.append(out / f"gates_{name}.csv")
         written.append(self.plot(out / "gates.png"))
         return written
@@ -55,7 +56,7 @@ class GateSummary:
             ax.set_title(title, fontsize=9)
             fig.colorbar(im, ax=ax, fraction=0.04)
         fig.tight_layout()
-        fig.savefig(path, dpi=110)
+        write_figure(fig, path, dpi=110)
         plt.close(fig)
         return path
 

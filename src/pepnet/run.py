@@ -24,7 +24,8 @@ import torch
 import yaml
 from torch import nn
 
-from .config import ExperimentConfig, ModelConfig, load_config, parse_config
+from . import rundir
+from .config import ConfigError, ExperimentConfig, ModelConfig, load_config, parse_config
 from .data.batches import TensorData
 from .data.encoder import EncodedData, Encoder
 from .data.errors import DataError, DataWarning
@@ -35,7 +36,7 @@ from .fileio import atomic_write
 from .metrics import MetricsReport, evaluate
 from .nn import ModelLayout, build_model
 from .train import distributed
-from .train.checkpoint import load_checkpoint
+from .train.checkpoint import load_weights
 from .train.distributed import DistContext
 from .train.memory import check_memory, plan_memory
 from .train.sharded import ShardedEmbeddings
@@ -198,10 +199,7 @@ def encode_splits(config: ExperimentConfig, frames: dict[str, Frame], encoder: E
     for name in prep.encoded:
         _check_labels(name, prep.encoded[name], encoder.task_names)
     for name in [k for k in ("valid", "test") if k in prep.encoded]:
-        unseen = encoder.unseen_domains(frames[name].df)
-        if unseen:
-            warnings.warn(f"the {name} split has domains never seen in training: {unseen}; they are scored with the "
-                          "out-of-vocabulary domain embedding and reported under their own name", DataWarning, stacklevel=2)
+        encoder.warn_unseen_domains(frames[name].df, f"the {name} split")
     return prep
 
 
@@ -236,9 +234,9 @@ class Run:
             raise FileNotFoundError(f"{directory}: no trained model at {final / BEST} (training did not finish; "
                                     "`pepnet fit --resume` goes on)")
         encoder = Encoder.load(final / ENCODER_DIR)
-        layout = ModelLayout.from_dict(json.loads((final / LAYOUT_FILE).read_text()))
+        layout = ModelLayout.read(final / LAYOUT_FILE)
         model = build_model(layout, config.model)
-        model.load_state_dict(load_checkpoint(final / BEST))
+        load_weights(model, final / BEST)
         model.to(resolve_device(device)).eval()
         report = MetricsReport.from_json(directory / "metrics.json") if (directory / "metrics.json").is_file() else None
         return cls(directory, config, encoder, model, report)
@@ -250,6 +248,7 @@ class Run:
 
     def _encode_files(self, files: list[str], labels: bool = True) -> tuple[Frame, EncodedData]:
         frame = validated(read_files(files), self.encoder.schema, labels=labels)
+        self.encoder.warn_unseen_domains(frame.df, ", ".join(files))
         return frame, transform(self.encoder, frame)
 
     def evaluate(self, data: list[str] | str | None = None) -> MetricsReport:
@@ -293,7 +292,7 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     out.mkdir(parents=True, exist_ok=True)
     layout = layout_from_encoder(encoder, config.model, len(prep.encoded["train"].domain_names))
     if ctx.is_main:
-        (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
+        atomic_write(out / LAYOUT_FILE, json.dumps(asdict(layout), indent=1))
     device = ctx.device(tc.device)
     train_arrays = prep.encoded["train"]
     on_device = tc.data_on_device and device.type == "cuda"
@@ -326,11 +325,11 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
 
     state = trainer.fit(TensorData(prep.encoded["train"]), evaluate_valid if valid is not None else None)
     if ctx.is_main:
-        pl.DataFrame(state.history).write_csv(out / "history.csv")
+        atomic_write(out / "history.csv", pl.DataFrame(state.history).write_csv())
     ctx.barrier()  # rank 0 has written the best weights
     if tc.refit and valid is not None:  # the selection run's weights are not the final model
         return refit(config, prep, state, out / REFIT_DIR, log)
-    model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+    load_weights(model, out / BEST, map_location=device)
     report = score(model, prep.encoded["test"], encoder, tc.eval_batch_size, device, ctx)
     return Trained(model, state, report, encoder)
 
@@ -351,14 +350,35 @@ def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path
     return Trained(final.model, state, final.report, rprep.encoder)
 
 
+# what ``--set`` may change on ``--resume``: how the run executes, not what it learns (the optimiser state,
+# the data and the model are restored from the run)
+RESUME_OVERRIDES = ("train.progress", "train.threads", "train.device", "train.eval_batch_size", "train.prefetch",
+                    "train.memory_limit_gb", "train.checkpoint_every")
+
+
+def _resume_overrides(overrides: list[str] | None, out: Path, log: Callable[[str], None]) -> list[str] | None:
+    """The overrides of a resumed run, after refusing those that could not take effect (ConfigError)."""
+    keys = [o.split("=", 1)[0].strip() for o in overrides or []]
+    refused = [k for k in keys if k not in RESUME_OVERRIDES]
+    if refused:
+        raise ConfigError(f"--resume continues the run in {out} as it was configured; --set {', '.join(refused)} "
+                          "cannot take effect there (the data, the model and the optimiser state, learning rates "
+                          f"included, are restored). On resume --set may change only: {', '.join(RESUME_OVERRIDES)}; "
+                          "start a new run to change anything else")
+    if keys:
+        log(f"--resume: applying {', '.join(overrides or [])} to this process (config.yaml keeps the run's settings)")
+    return overrides
+
+
 def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
-        overrides: list[str] | None = None, log: Callable[[str], None] = print) -> Run:
-    """Train the configured model; write the run directory ``out``; evaluate the best model on the test split."""
+        overrides: list[str] | None = None, log: Callable[[str], None] = print, overwrite: bool = False) -> Run:
+    """Train the configured model; write the run directory ``out``; evaluate the best model on the test split.
+    A new run needs ``out`` new or empty, unless ``overwrite`` (which removes an earlier run's files first)."""
     out = Path(out)
     if resume:
         if not (out / CONFIG_FILE).is_file():
             raise FileNotFoundError(f"--resume: {out} has no {CONFIG_FILE}; nothing to resume")
-        config = load_config(out / CONFIG_FILE, overrides)
+        config = load_config(out / CONFIG_FILE, _resume_overrides(overrides, out, log))
     elif not isinstance(config, ExperimentConfig):
         config = load_config(config, overrides)
     elif overrides:
@@ -367,13 +387,17 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
     main = distributed.init_from_env(tc.device).is_main  # under torchrun only rank 0 writes the run files
     log = log if main else (lambda _: None)
     seed_everything(tc.seed, tc.deterministic, tc.threads)
+    if main and not resume:
+        rundir.claim(out, overwrite)
+    if main:
+        rundir.clean(out, log)
     out.mkdir(parents=True, exist_ok=True)
     encoder = Encoder.load(out / ENCODER_DIR) if resume and (out / ENCODER_DIR / "encoder.json").is_file() else None
     fitted_now = encoder is None  # a new run, or a resumed one that was killed before its encoder was saved
     prep = prepare(config, encoder=encoder, log=log)
     encoder = prep.encoder
     if main and not resume:
-        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write(out / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
     if main and fitted_now:
         encoder.save(out / ENCODER_DIR)
     if resume and (out / "run.json").is_file():

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Literal
@@ -22,8 +23,8 @@ import numpy as np
 import polars as pl
 
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
-from ..fileio import atomic_write
-from .errors import DataError
+from ..fileio import DamagedFileError, atomic_write, read_json, write_parquet
+from .errors import DataError, DataWarning
 from .split import time_seconds
 from .validate import label_expr, label_matrix
 
@@ -408,15 +409,28 @@ class Encoder:
         vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=False)
         return [str(v) for v in vals.filter(~vals.is_in(vocab.to_list())).to_list()]
 
+    def warn_unseen_domains(self, df: pl.DataFrame, what: str) -> list[str]:
+        """:meth:`unseen_domains` of ``df``, announced as a DataWarning naming ``what`` (e.g. "the test split");
+        returns them."""
+        unseen = self.unseen_domains(df)
+        if unseen:
+            warnings.warn(f"{what} has domains never seen in training: {unseen}; they are scored with the "
+                          "out-of-vocabulary domain embedding and reported under their own name", DataWarning,
+                          stacklevel=3)
+        return unseen
+
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> None:
+        """Write the vocabularies and statistic tables (parquet with page checksums), then encoder.json, each
+        atomically; encoder.json lists the vocabularies so that a missing one is an error on load."""
         path = Path(path)
         path.mkdir(parents=True, exist_ok=True)
         for name, vocab in self.vocabs.items():
-            pl.DataFrame({"value": vocab}).write_parquet(path / f"vocab.{name}.parquet")
+            write_parquet(pl.DataFrame({"value": vocab}), path / f"vocab.{name}.parquet")
         for name, table in self.stat_tables.items():
-            table.write_parquet(path / f"stat.{name}.parquet")
+            write_parquet(table, path / f"stat.{name}.parquet")
         meta = {
+            "vocabs": sorted(self.vocabs),
             "schema": self.schema.model_dump(mode="json"),
             "fields": [asdict(f) for f in self.fields],
             "dense_stats": self.dense_stats,
@@ -427,17 +441,30 @@ class Encoder:
 
     @classmethod
     def load(cls, path: str | Path) -> "Encoder":
+        """The encoder saved in ``path``; a missing, truncated or damaged file raises DamagedFileError naming it."""
+        from .sources import read_table
+
         path = Path(path)
-        meta = json.loads((path / "encoder.json").read_text())
-        enc = cls(SchemaConfig.model_validate(meta["schema"]))
-        enc.fields = [FieldInfo(**f) for f in meta["fields"]]
-        enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
-        enc.stat_global = meta["stat_global"]
-        enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
-        for spec in enc._sparse_specs():
-            if isinstance(spec, (FeatureSpec, TimeFeature)) and (path / f"vocab.{spec.name}.parquet").exists():
-                enc.vocabs[spec.name] = pl.read_parquet(path / f"vocab.{spec.name}.parquet")["value"]
-        for spec in enc.schema.stats:
-            enc.stat_tables[spec.name] = pl.read_parquet(path / f"stat.{spec.name}.parquet")
+        meta = read_json(path / "encoder.json", "encoder file")
+        try:
+            enc = cls(SchemaConfig.model_validate(meta["schema"]))
+            enc.fields = [FieldInfo(**f) for f in meta["fields"]]
+            enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
+            enc.stat_global = meta["stat_global"]
+            enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
+            names = meta.get("vocabs")  # absent in encoders saved before the list was kept
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DamagedFileError(f"encoder file {path / 'encoder.json'} is damaged ({type(exc).__name__}: {exc}); "
+                                   "expected the fields pepnet writes") from None
+        if names is None:
+            names = [s.name for s in enc._sparse_specs() if isinstance(s, (FeatureSpec, TimeFeature))
+                     and (path / f"vocab.{s.name}.parquet").exists()]
+        try:
+            for name in names:
+                enc.vocabs[name] = read_table(path / f"vocab.{name}.parquet")["value"]
+            for spec in enc.schema.stats:
+                enc.stat_tables[spec.name] = read_table(path / f"stat.{spec.name}.parquet")
+        except (DataError, pl.exceptions.ColumnNotFoundError) as exc:
+            raise DamagedFileError(f"encoder {path}: {exc}") from None
         enc.fitted = True
         return enc

@@ -6,13 +6,16 @@ file and row of the first bad value after any join, sort or split.
 """
 from __future__ import annotations
 
+import csv
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import polars as pl
 
 from ..config import DataConfig, SideTable
-from .errors import DataError
+from .errors import DataError, DataWarning
 
 FILE_COL = "__file"
 ROW_COL = "__row"
@@ -54,16 +57,61 @@ def read_table(path: str | Path, columns: list[str] | None = None) -> pl.DataFra
         raise DataError("file does not exist", file=str(path))
     suffix = path.suffix.lower()
     try:
-        if suffix in (".parquet", ".pq"):
-            return pl.read_parquet(path, columns=columns)
+        if suffix in (".parquet", ".pq"):  # pages written with a CRC (pepnet writes them) are verified
+            return pl.read_parquet(path, columns=columns, use_pyarrow=True,
+                                   pyarrow_options={"page_checksum_verification": True})
         if suffix in (".csv", ".tsv", ".txt"):
-            return pl.read_csv(path, separator="\t" if suffix == ".tsv" else ",", columns=columns, infer_schema_length=100_000)
+            sep = "\t" if suffix == ".tsv" else ","
+            check_csv_lines(path, sep)
+            return pl.read_csv(path, separator=sep, columns=columns, infer_schema_length=100_000)
+    except DataError:
+        raise
     except pl.exceptions.ColumnNotFoundError as exc:
         raise DataError(f"column not found: {exc}", file=str(path)) from None
     except Exception as exc:  # polars/pyarrow raise many types for damaged files
         raise DataError(f"cannot read file ({type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''}); "
                         "expected a readable parquet or CSV file", file=str(path)) from None
     raise DataError(f"unknown file type {suffix!r}; expected .parquet, .csv or .tsv", file=str(path))
+
+
+def check_csv_lines(path: Path, sep: str) -> None:
+    """A CSV file whose rows do not all have the header's number of fields (a row missing fields, a last line
+    cut inside an earlier field), or whose last line ends with a separator and no newline (cut before its last
+    field), raises DataError naming the line. Any other last line without a newline gives a DataWarning naming
+    it: the file may have been cut inside its last value, which nothing in the file can tell."""
+    raw = np.fromfile(path, dtype=np.uint8)
+    if raw.size == 0:
+        return  # the reader names an empty file
+    ends = np.flatnonzero(raw == ord("\n"))
+    if raw[-1] != ord("\n"):
+        ends = np.append(ends, raw.size)
+        if raw[-1] == ord(sep):
+            raise DataError(f"line {ends.size}, the last, ends with an empty field and no newline: the file looks "
+                            "cut before its last field; expected complete lines", file=str(path), row=ends.size - 2)
+        warnings.warn(f"file {path}, line {ends.size}: the last line does not end with a newline; if the file was "
+                      "cut, the last value of this row may be cut too (files written by pepnet, polars, pandas and "
+                      "the csv module end with one)", DataWarning, stacklevel=3)
+    starts = np.concatenate([[0], ends[:-1] + 1])
+    if ord('"') in raw:  # quoted fields may hold separators and newlines: the csv module counts the fields
+        with open(path, newline="", encoding="utf-8", errors="replace") as fh:
+            reader = csv.reader(fh, delimiter=sep)
+            width = None
+            for record in reader:
+                if record and width is not None and len(record) != width:
+                    _ragged(path, reader.line_num, len(record), width)
+                width = width if width is not None else len(record)
+        return
+    fields = np.bincount(np.searchsorted(ends, np.flatnonzero(raw == ord(sep))), minlength=ends.size) + 1
+    blank = (ends - starts) <= (raw[np.maximum(ends - 1, 0)] == ord("\r"))  # empty lines are skipped by the reader
+    bad = np.flatnonzero((fields != fields[0]) & ~blank)
+    if bad.size:
+        _ragged(path, int(bad[0]) + 1, int(fields[bad[0]]), int(fields[0]))
+
+
+def _ragged(path: Path, line: int, got: int, width: int) -> None:
+    cut = " (the file looks truncated)" if got < width else ""
+    raise DataError(f"line {line} has {got} field(s), the header {width}{cut}; expected every row to have "
+                    f"{width}", file=str(path), row=line - 2)
 
 
 def read_files(paths: list[str]) -> Frame:

@@ -16,6 +16,8 @@ from ..config import LabelSpec, SchemaConfig
 from .errors import DataError, DataWarning
 from .sources import PROVENANCE, Frame
 
+F32_MAX = float(np.finfo(np.float32).max)
+
 
 def required_columns(schema: SchemaConfig, labels: bool = True) -> dict[str, str]:
     """Column name -> what it is used for, for every column the schema reads (``labels=False``: for scoring
@@ -72,9 +74,20 @@ def _numeric(frame: Frame, col: str, use: str) -> pl.Series:
                     file=file or ", ".join(frame.files), column=col, row=row)
 
 
+def _check_float32(frame: Frame, s: pl.Series, column: str, use: str) -> None:
+    """Values the encoder cannot hold in float32 (|x| > 3.4e38) raise DataError naming the first one."""
+    if not s.dtype.is_float():
+        return
+    big = s.abs() > F32_MAX
+    file, row = _locate(frame, big)
+    if row is not None:
+        raise DataError(f"{use} holds {s.filter(big.fill_null(False))[0]:g}, which does not fit float32 (the "
+                        f"encoder's precision); expected |value| <= {F32_MAX:.4g}", file=file, column=column, row=row)
+
+
 def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
-    """Dense features: numeric, no null / NaN / infinity. Sparse integer ids: within 64 bits. Labels: numeric;
-    0/1/null where no threshold."""
+    """Dense features and the targets of mean statistics: numeric, finite, within float32. Sparse ids: within 64
+    bits, whole numbers. Labels: numeric; 0/1/null where no threshold."""
     for f in schema.features:
         s = frame.df[f.source]
         if f.kind == "sparse" and s.dtype in (pl.Int128, pl.UInt128):  # polars reads ids >= 2**64 from CSV as 128-bit
@@ -83,6 +96,13 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
             if row is not None:
                 raise DataError(f"id {s.filter(out.fill_null(False))[0]} is outside [-2**63, 2**64); expected 64-bit "
                                 "integer ids (or store them as text)", file=file, column=f.source, row=row)
+        if f.kind == "sparse" and s.dtype.is_float():
+            frac = s.is_finite() & (s != s.floor())
+            file, row = _locate(frame, frac)
+            if row is not None:
+                raise DataError(f"id {s.filter(frac.fill_null(False))[0]!r} is not a whole number; expected integer "
+                                "ids (a fractional id is never truncated to an integer)", file=file, column=f.source,
+                                row=row)
         if f.kind != "dense":
             continue
         s = _numeric(frame, f.source, f"dense feature {f.name!r}")
@@ -90,10 +110,19 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
             file, row = _locate(frame, bad)
             if row is not None:
                 raise DataError(f"dense feature {f.name!r} holds {what}; expected a finite number", file=file, column=f.source, row=row)
+        _check_float32(frame, s, f.source, f"dense feature {f.name!r}")
         if f.log1p:
             file, row = _locate(frame, s <= -1)
             if row is not None:
                 raise DataError(f"log1p needs values > -1; found {s[int((s <= -1).arg_true()[0])]}", file=file, column=f.source, row=row)
+    for stat in schema.stats:
+        if labels and stat.stat == "mean" and stat.target not in schema.labels and stat.target in frame.df.columns:
+            s = _numeric(frame, stat.target or "", f"target of stat feature {stat.name!r}")
+            file, row = _locate(frame, s.is_nan() | s.is_infinite())
+            if row is not None:
+                raise DataError(f"target of stat feature {stat.name!r} holds NaN/infinity; expected a number or null",
+                                file=file, column=stat.target, row=row)
+            _check_float32(frame, s, stat.target or "", f"target of stat feature {stat.name!r}")
     for task, spec in (schema.labels.items() if labels else ()):
         s = _numeric(frame, spec.column, f"label of task {task!r}")
         if spec.threshold is None:

@@ -696,7 +696,7 @@ def write(
     try:
         for (lo, hi), p in zip(ranges, paths):
             p.parent.mkdir(parents=True, exist_ok=True)
-            with pq.ParquetWriter(p, schema, compression=compression) as writer:
+            with pq.ParquetWriter(p, schema, compression=compression, write_page_checksum=True) as writer:
                 for s in range(lo, hi, chunk_rows):
                     m = min(chunk_rows, hi - s)
                     writer.write_table(_table(spec, s, m), row_group_size=chunk_rows)

@@ -8,6 +8,7 @@ all data (domain ``"ALL"``) and one row per (domain, task). Undefined metrics ar
 from __future__ import annotations
 
 import csv
+import io
 import json
 import math
 from collections.abc import Sequence
@@ -18,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pepnet.fileio import atomic_write
+from pepnet.fileio import DamagedFileError, atomic_write, read_json
 from pepnet.metrics.ranking import auc, gauc, logloss
 
 __all__ = ["ALL_DOMAINS", "COLUMNS", "METRIC_COLUMNS", "MetricsReport", "evaluate"]
@@ -261,18 +262,24 @@ class MetricsReport:
     @classmethod
     def from_json(cls, path: str | Path) -> MetricsReport:
         """Read a report written by :meth:`to_json`."""
-        return cls.from_dict(json.loads(Path(path).read_text(encoding="utf-8")))
+        data = read_json(path, "metrics file")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DamagedFileError(f"metrics file {path} is damaged ({type(exc).__name__}: {exc}); expected the "
+                                   "report pepnet writes") from None
 
     def to_csv(self, path: str | Path) -> None:
         """Write one CSV row per (domain, task), ``"ALL"`` included; columns :data:`COLUMNS`.
 
         Undefined values are written as empty fields.
         """
-        with Path(path).open("w", newline="", encoding="utf-8") as fh:
-            writer = csv.DictWriter(fh, fieldnames=list(COLUMNS))
-            writer.writeheader()
-            for row in self.rows:
-                writer.writerow({c: "" if _is_nan(row[c]) else row[c] for c in COLUMNS})
+        buf = io.StringIO(newline="")
+        writer = csv.DictWriter(buf, fieldnames=list(COLUMNS))
+        writer.writeheader()
+        for row in self.rows:
+            writer.writerow({c: "" if _is_nan(row[c]) else row[c] for c in COLUMNS})
+        atomic_write(path, buf.getvalue())
 
     # ------------------------------------------------------------------ text
 

@@ -1,7 +1,10 @@
-"""ModelLayout: everything a model needs to know about its inputs, as plain data (no files, no encoder)."""
+"""ModelLayout: everything a model needs to know about its inputs, as plain data (no encoder)."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from pathlib import Path
+
+from ..fileio import DamagedFileError, read_json
 
 GROUPS = ("general", "domain_side", "user_prior", "item_prior", "author_prior")
 
@@ -40,6 +43,16 @@ class ModelLayout:
         """Inverse of ``dataclasses.asdict`` (as stored in a run's layout.json)."""
         return cls(**{**d, "tasks": tuple(d["tasks"]), "groups": {k: list(v) for k, v in d["groups"].items()},
                       "oov_dropout": [tuple(t) for t in d.get("oov_dropout", [])]})
+
+    @classmethod
+    def read(cls, path: str | Path) -> "ModelLayout":
+        """The layout stored in a run's layout.json; a missing or damaged file raises DamagedFileError."""
+        data = read_json(path, "layout file")
+        try:
+            return cls.from_dict(data)
+        except (KeyError, TypeError, ValueError, AttributeError) as exc:
+            raise DamagedFileError(f"layout file {path} is damaged ({type(exc).__name__}: {exc}); expected the "
+                                   "layout pepnet writes") from None
 
     def group(self, name: str) -> list[int]:
         return list(self.groups.get(name, []))

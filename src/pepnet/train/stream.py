@@ -27,15 +27,17 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
+from .. import rundir
 from ..config import ConfigError, ExperimentConfig, load_config, parse_config
 from ..data.batches import BatchLoader, TensorData
 from ..data.encoder import Encoder
 from ..data.errors import DataError, DataWarning
 from ..data.sources import read_files
 from ..data.validate import validated
+from ..fileio import atomic_write, write_figure
 from ..metrics import MetricsReport
 from ..nn import ModelLayout, build_model
-from .checkpoint import load_checkpoint
+from .checkpoint import load_weights
 from .trainer import BEST, Trainer, resolve_device, seed_everything
 
 STREAM_CSV = "stream.csv"
@@ -95,8 +97,8 @@ class OnlineRun:
         n_domains = first[config.schema_.domain].n_unique()
         layout = layout_from_encoder(encoder, config.model, n_domains)
         out.mkdir(parents=True, exist_ok=True)
-        (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
-        (out / LAYOUT_FILE).write_text(json.dumps(asdict(layout), indent=1))
+        atomic_write(out / CONFIG_FILE, yaml.safe_dump(config.to_dict(), sort_keys=False))
+        atomic_write(out / LAYOUT_FILE, json.dumps(asdict(layout), indent=1))
         encoder.save(out / ENCODER_DIR)
         model = build_model(layout, config.model)
         log(f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
@@ -115,14 +117,13 @@ class OnlineRun:
         tc = config.train
         seed_everything(tc.seed, tc.deterministic, tc.threads)
         encoder = Encoder.load(out / ENCODER_DIR)
-        raw = json.loads((out / LAYOUT_FILE).read_text())
-        layout = ModelLayout.from_dict(raw)
+        layout = ModelLayout.read(out / LAYOUT_FILE)
         model = build_model(layout, config.model)
         device = resolve_device(tc.device)
         trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(),
                           run_dir=out, device=device, log=log)
         if not trainer.resume():  # no training state: start the optimisers afresh from the best weights
-            model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
+            load_weights(model, out / BEST, map_location=device)
         history = pl.read_csv(out / STREAM_CSV).to_dicts() if (out / STREAM_CSV).is_file() else []
         return cls(out, config, encoder, trainer, history, log)
 
@@ -159,7 +160,7 @@ class OnlineRun:
         self.encoder.save(self.out / ENCODER_DIR)
         self.trainer.save()
         self.trainer.save_best()
-        pl.DataFrame(self.history, infer_schema_length=None).write_csv(self.out / STREAM_CSV)
+        atomic_write(self.out / STREAM_CSV, pl.DataFrame(self.history, infer_schema_length=None).write_csv())
         plot_stream(self.history, self.out / STREAM_PNG)
 
     def period(self, path: str, passes: int = 1, learn: bool = True, fitted_on_it: bool = False) -> dict:
@@ -192,6 +193,7 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
     if (out / CONFIG_FILE).is_file():
         if overrides:
             raise ConfigError("--set cannot change a run that already exists; it keeps the config it was created with")
+        rundir.clean(out, log)
         run, fresh = OnlineRun.open(out, log), False
     else:
         if config is None:
@@ -200,6 +202,7 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
             config = load_config(config, overrides)
         elif overrides:
             config = parse_config(config.to_dict(), "<config>", overrides)
+        rundir.claim(out)
         first = validated(read_files([files[0]]), config.schema_, log=log)
         run, fresh = OnlineRun.create(config, first.df, out, log), True
     done = {(Path(r["file"]).name, r["sha256"]) for r in run.history}
@@ -236,7 +239,7 @@ def plot_stream(history: list[dict], path: Path) -> None:
     if ax.lines:
         ax.legend(fontsize=8)
     fig.tight_layout()
-    fig.savefig(path, dpi=100)
+    write_figure(fig, path, dpi=100)
     plt.close(fig)
 
 

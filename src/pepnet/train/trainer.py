@@ -19,7 +19,7 @@ from tqdm.auto import tqdm
 
 from ..config import TrainConfig
 from ..data.batches import BatchLoader, Prefetcher, TensorData
-from .checkpoint import load_checkpoint, save_checkpoint
+from .checkpoint import CheckpointError, load_checkpoint, load_state, save_checkpoint
 from .distributed import DistContext, broadcast_parameters, sync_gradients
 from .loss import masked_bce
 from .optim import make_optimizers
@@ -58,6 +58,26 @@ def seed_everything(seed: int, deterministic: bool = False, threads: int | None 
         torch.set_num_threads(threads)
     if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (seconds)
         torch.use_deterministic_algorithms(deterministic, warn_only=False)
+
+
+def rng_state() -> dict:
+    """Every random state training draws from (torch CPU, CUDA when present, numpy, Python) as tensors, numbers
+    and tuples only, so that a checkpoint loads with ``torch.load(weights_only=True)``."""
+    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    return {"torch": torch.get_rng_state(), "python": random.getstate(),
+            "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
+                      "has_gauss": int(has_gauss), "gauss": float(gauss)},
+            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+
+
+def set_rng_state(rng: dict) -> None:
+    """Restore the random states saved by :func:`rng_state`."""
+    torch.set_rng_state(rng["torch"])
+    n = rng["numpy"]
+    np.random.set_state((n["kind"], n["keys"].numpy().astype(np.uint32), n["pos"], n["has_gauss"], n["gauss"]))
+    random.setstate(rng["python"])
+    if rng.get("cuda") is not None and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(rng["cuda"])
 
 
 def resolve_device(name: str) -> torch.device:
@@ -135,8 +155,7 @@ class Trainer:
             "optimizers": [o.state_dict() for o in self.optimizers],
             "ema": self.ema,
             "state": asdict(self.state),
-            "rng": {"torch": torch.get_rng_state(), "numpy": np.random.get_state(), "python": random.getstate(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None},
+            "rng": rng_state(),
         }, self.run_dir / CHECKPOINT)
 
     def resume(self) -> bool:
@@ -146,18 +165,18 @@ class Trainer:
         if self.sharded is not None:
             raise TrainingError(f"--resume is not supported with train.embedding_sharding={self.cfg.embedding_sharding!r} "
                                 "yet (the tables' fused Adagrad state is not checkpointed); start a new run")
-        ck = load_checkpoint(self.run_dir / CHECKPOINT, map_location=self.device)
-        self.model.load_state_dict(ck["model"])
-        for opt, st in zip(self.optimizers, ck["optimizers"]):
-            opt.load_state_dict(st)
+        path = self.run_dir / CHECKPOINT
+        ck = load_checkpoint(path, map_location=self.device)
+        load_state(self.model, ck["model"], path)
+        try:
+            for opt, st in zip(self.optimizers, ck["optimizers"], strict=True):
+                opt.load_state_dict(st)
+        except (ValueError, KeyError) as exc:
+            raise CheckpointError(f"checkpoint {path}: its optimiser state does not fit this model ({exc})") from None
         for e, saved in zip(self.ema, ck.get("ema", [])):
             e.copy_(saved)
         self.state = TrainState(**ck["state"])
-        torch.set_rng_state(ck["rng"]["torch"])
-        np.random.set_state(ck["rng"]["numpy"])
-        random.setstate(ck["rng"]["python"])
-        if ck["rng"].get("cuda") is not None and torch.cuda.is_available():
-            torch.cuda.set_rng_state_all(ck["rng"]["cuda"])
+        set_rng_state(ck["rng"])
         self.log(f"resumed from {self.run_dir / CHECKPOINT}: epoch {self.state.epoch}, batch {self.state.batch}")
         return True
 
