@@ -253,3 +253,46 @@ def test_configuration_reference_is_up_to_date():
     assert {m for _, m in gen.SECTIONS} == set(_config_models()), "a config model is missing from SECTIONS"
     text = (ROOT / "docs" / "configuration.md").read_text()
     assert gen.updated(text) == text, "docs/configuration.md is out of date: run python docs/gen_configuration.py"
+
+
+# ----------------------------------------------------------------------------- strict types, duplicate keys
+
+
+@pytest.mark.parametrize("override, where", [
+    ("train.batch_size=true", "train.batch_size"),      # YAML true is not the integer 1
+    ("train.batch_size='512'", "train.batch_size"),     # text is not a number
+    ("train.epochs=2.0", "train.epochs"),               # a float is not an integer
+    ("train.deterministic=1", "train.deterministic"),   # 1 is not a boolean
+    ("model.embedding_dim=[8]", "model.embedding_dim"),
+])
+def test_overrides_are_strictly_typed(tree, override, where):
+    msg = _error(tree, [override])
+    assert f"{where}:" in msg and "valid" in msg
+
+
+def test_numbers_keep_their_yaml_meaning(tree):
+    cfg = parse_config(tree, "exp.yaml", ["train.dense_lr=3e-4", "train.embedding_lr=1", "train.batch_size=512"])
+    assert (cfg.train.dense_lr, cfg.train.embedding_lr, cfg.train.batch_size) == (3e-4, 1.0, 512)
+    assert type(cfg.train.dense_lr) is float
+
+
+def test_a_repeated_yaml_key_names_the_key_and_the_line(tree, tmp_path):
+    text = yaml.safe_dump(tree, sort_keys=False).replace("train:\n", "train:\n  epochs: 7\n", 1)
+    path = tmp_path / "dup.yaml"
+    path.write_text(text)
+    line = text.splitlines().index("  epochs: 7") + 1
+    with pytest.raises(ConfigError, match=rf"dup\.yaml, line {line + 1 + list(tree['train']).index('epochs')}: "
+                                          rf"key 'epochs' repeats the key of line {line}"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="key 'a' repeats"):
+        parse_config(tree, "exp.yaml", ["model.options={a: 1, a: 2}"])
+
+
+@pytest.mark.parametrize("override, message", [
+    ("train.seed=-1", "train.seed: Input should be greater than or equal to 0"),
+    ("train.seed=18446744073709551616", "train.seed: Input should be less than"),
+    ("train.device=gpu", "train.device: String should match pattern"),
+    ("model.name=pepnett", "model.name: Value error, unknown model 'pepnett'; did you mean 'pepnet'?"),
+])
+def test_values_that_failed_late_are_caught_when_the_config_is_read(tree, override, message):
+    assert message in _error(tree, [override])

@@ -387,10 +387,10 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
     main = distributed.init_from_env(tc.device).is_main  # under torchrun only rank 0 writes the run files
     log = log if main else (lambda _: None)
     seed_everything(tc.seed, tc.deterministic, tc.threads)
+    if main:  # leftovers of killed writers first, so that they do not count as a run in a folder
+        rundir.clean(out, log)
     if main and not resume:
         rundir.claim(out, overwrite)
-    if main:
-        rundir.clean(out, log)
     out.mkdir(parents=True, exist_ok=True)
     encoder = Encoder.load(out / ENCODER_DIR) if resume and (out / ENCODER_DIR / "encoder.json").is_file() else None
     fitted_now = encoder is None  # a new run, or a resumed one that was killed before its encoder was saved
