@@ -36,6 +36,10 @@ def atomic_write(path: str | Path, *chunks: bytes | memoryview | str) -> None:
             fh.flush()
             os.fsync(fh.fileno())
         os.replace(tmp, path)
+    except OSError as exc:  # named after the file being written, not its temporary name
+        if exc.errno is None:
+            raise
+        raise type(exc)(exc.errno, exc.strerror, str(path)) from None
     finally:
         tmp.unlink(missing_ok=True)
 
@@ -55,6 +59,12 @@ def write_figure(fig: Any, path: str | Path, dpi: int) -> None:
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
     atomic_write(path, buf.getbuffer())
+
+
+def one_line(exc: BaseException, limit: int = 300) -> str:
+    """``type: message`` of an exception on one line, at most ``limit`` characters."""
+    text = " ".join(f"{type(exc).__name__}: {exc}".split())
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 def read_json(path: str | Path, what: str) -> Any:

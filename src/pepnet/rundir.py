@@ -7,7 +7,7 @@ import shutil
 from pathlib import Path
 from typing import Callable
 
-from .fileio import remove_orphans
+from .fileio import atomic_write, remove_orphans
 
 # everything pepnet writes into a run directory (files and folders)
 RUN_FILES = ("config.yaml", "run.json", "layout.json", "checkpoint.pt", "model.pt", "history.csv", "metrics.json",
@@ -35,7 +35,7 @@ def claim(out: Path, overwrite: bool = False) -> None:
                 p.unlink()
     out.mkdir(parents=True, exist_ok=True)
     probe = out / f".pepnet-write-test{os.getpid()}"
-    probe.touch()
+    atomic_write(probe, b"")
     probe.unlink()
 
 

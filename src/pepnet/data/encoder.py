@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
-from ..fileio import DamagedFileError, atomic_write, read_json, write_parquet
+from ..fileio import DamagedFileError, atomic_write, one_line, read_json, write_parquet
 from .errors import DataError, DataWarning
 from .split import time_seconds
 from .validate import label_expr, label_matrix
@@ -454,7 +454,7 @@ class Encoder:
             enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
             names = meta.get("vocabs")  # absent in encoders saved before the list was kept
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"encoder file {path / 'encoder.json'} is damaged ({type(exc).__name__}: {exc}); "
+            raise DamagedFileError(f"encoder file {path / 'encoder.json'} is damaged ({one_line(exc)}); "
                                    "expected the fields pepnet writes") from None
         if names is None:
             names = [s.name for s in enc._sparse_specs() if isinstance(s, (FeatureSpec, TimeFeature))

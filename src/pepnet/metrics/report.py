@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pepnet.fileio import DamagedFileError, atomic_write, read_json
+from pepnet.fileio import DamagedFileError, atomic_write, one_line, read_json
 from pepnet.metrics.ranking import auc, gauc, logloss
 
 __all__ = ["ALL_DOMAINS", "COLUMNS", "METRIC_COLUMNS", "MetricsReport", "evaluate"]
@@ -266,7 +266,7 @@ class MetricsReport:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"metrics file {path} is damaged ({type(exc).__name__}: {exc}); expected the "
+            raise DamagedFileError(f"metrics file {path} is damaged ({one_line(exc)}); expected the "
                                    "report pepnet writes") from None
 
     def to_csv(self, path: str | Path) -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import DamagedFileError, read_json
+from ..fileio import DamagedFileError, one_line, read_json
 
 GROUPS = ("general", "domain_side", "user_prior", "item_prior", "author_prior")
 
@@ -51,7 +51,7 @@ class ModelLayout:
         try:
             return cls.from_dict(data)
         except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"layout file {path} is damaged ({type(exc).__name__}: {exc}); expected the "
+            raise DamagedFileError(f"layout file {path} is damaged ({one_line(exc)}); expected the "
                                    "layout pepnet writes") from None
 
     def group(self, name: str) -> list[int]:
