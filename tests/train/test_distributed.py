@@ -92,3 +92,39 @@ def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
     res = CliRunner().invoke(app, ["fit", "cfg.yaml", "--out", out, "--nproc", "3", "--set", "train.epochs=1"])
     assert res.exit_code == 0, res.output
     assert calls == [(3, ["fit", "cfg.yaml", "--out", out, "--set", "train.epochs=1"])]
+
+
+@needs_gloo
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="listening sockets are read from psutil on Linux")
+def test_fit_nproc_listens_on_no_network_interface(tmp_path, tiny_config_file):
+    """`pepnet fit --nproc 2`: while it runs, no process of its tree listens on an address other than loopback
+    (torchrun's TCP stores, which have no authentication, are replaced by files; gloo uses the loopback)."""
+    import ipaddress
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    proc = subprocess.Popen([sys.executable, "-m", "pepnet", "fit", str(tiny_config_file), "--out", str(tmp_path / "r"),
+                             "--nproc", "2", "--set", "train.epochs=2", "--set", "train.threads=1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env=env)
+    listening: set[str] = set()
+    try:
+        while proc.poll() is None:
+            try:
+                tree = [psutil.Process(proc.pid), *psutil.Process(proc.pid).children(recursive=True)]
+            except psutil.NoSuchProcess:
+                break
+            for p in tree:
+                try:
+                    listening |= {c.laddr.ip for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
+                except (psutil.NoSuchProcess, psutil.AccessDenied):
+                    pass
+            time.sleep(0.05)
+        out = proc.communicate(timeout=240)[0].decode()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, out[-3000:]
+    assert listening, "gloo's own sockets should have been seen (the poll must work for this test to mean anything)"
+    assert all(ipaddress.ip_address(ip).is_loopback for ip in listening), listening

@@ -30,6 +30,9 @@ from torch import nn
 from ..data.batches import Batch, BatchLoader, TensorData
 
 
+STORE_FILE = "PEPNET_STORE_FILE"  # set by `launch`: the file store the workers' process group meets in
+
+
 @dataclass(frozen=True)
 class DistContext:
     """Where this process stands: ``rank`` of ``world`` processes (``world == 1``: not distributed)."""
@@ -99,7 +102,12 @@ def init_from_env(device: str = "auto") -> DistContext:
         gpu = ctx.device(device).type == "cuda"
         if gpu:
             torch.cuda.set_device(local)
-        dist.init_process_group("nccl" if gpu else "gloo")
+        backend = "nccl" if gpu else "gloo"
+        if os.environ.get(STORE_FILE):  # launched by `launch`: meet in a file, not in a TCP store
+            dist.init_process_group(backend, store=dist.FileStore(os.environ[STORE_FILE], world), rank=rank,
+                                    world_size=world)
+        else:
+            dist.init_process_group(backend)
     return ctx
 
 
@@ -192,13 +200,27 @@ def predict_probs(model: nn.Module, data: TensorData, batch_size: int, device: t
 
 
 def launch(nproc: int, argv: list[str]) -> int:
-    """Run ``python -m pepnet ARGV`` under torchrun with ``nproc`` processes on this machine; returns the exit code."""
+    """Run ``python -m pepnet ARGV`` under torchrun with ``nproc`` processes on this machine; returns the exit code.
+
+    Nothing listens on the network: torchrun's rendezvous and the workers' process group meet in files of a
+    private temporary folder (mode 0700) instead of TCP stores, which have no authentication and listen on
+    every interface whatever address they are given; gloo and NCCL use the loopback interface unless
+    GLOO_SOCKET_IFNAME / NCCL_SOCKET_IFNAME say otherwise."""
     import subprocess
     import sys
+    import tempfile
+    import uuid
 
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}",
-           "-m", "pepnet", *argv]
-    return subprocess.call(cmd)
+    loopback = "lo0" if sys.platform == "darwin" else "lo"
+    with tempfile.TemporaryDirectory(prefix="pepnet-rendezvous-") as folder:
+        env = {**os.environ, "TORCH_DISABLE_SHARE_RDZV_TCP_STORE": "1", STORE_FILE: os.path.join(folder, "workers")}
+        for var in ("GLOO_SOCKET_IFNAME", "NCCL_SOCKET_IFNAME"):
+            env.setdefault(var, loopback)
+        cmd = [sys.executable, "-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}",
+               "--rdzv-backend=c10d", f"--rdzv-endpoint={os.path.join(folder, 'rendezvous')}",
+               "--rdzv-conf=store_type=file", f"--rdzv-id={uuid.uuid4().hex}", "--local-addr=127.0.0.1",
+               "-m", "pepnet", *argv]
+        return subprocess.call(cmd, env=env)
 
 
 __all__ = ["DistContext", "ShardedBatches", "broadcast_parameters", "gather_rows", "init_from_env", "launch",
