@@ -22,7 +22,7 @@ from pepnet.datasets.synthetic import SyntheticSpec, generate
 from pepnet.export import ExportError, Predictor, export_run
 from pepnet.export.archive import load_program
 from pepnet.export.serving import MANIFEST, file_digests
-from pepnet.train.checkpoint import CheckpointError, load_checkpoint, save_checkpoint
+from pepnet.train.checkpoint import load_checkpoint, save_checkpoint
 from pepnet.train.trainer import BEST, CHECKPOINT
 
 TINY = ["data.synthetic.n_rows=3000", "data.synthetic.n_users=300", "data.synthetic.n_items=500",

@@ -60,8 +60,8 @@ def _os_error(exc: OSError) -> str:
 
     if exc.strerror is None or exc.filename is None:  # raised by pepnet with its own message
         return str(exc)
-    advice = {errno.ENOSPC: "; free some space or write elsewhere", errno.EDQUOT: "; free some space or write elsewhere",
-              errno.EACCES: "; check the folder's permissions or write elsewhere",
+    full = "; free some space or write elsewhere"
+    advice = {errno.ENOSPC: full, errno.EDQUOT: full, errno.EACCES: "; check the folder's permissions or write elsewhere",
               errno.EROFS: "; the file system is read-only: write elsewhere",
               errno.EISDIR: "; expected a file name, not a folder"}.get(exc.errno or 0, "")
     return f"{exc.strerror}: {exc.filename}{advice}"
@@ -111,7 +111,8 @@ def fit(
         from .train.distributed import launch
 
         argv = ["fit", *([config] if config else []), "--out", str(out), *[a for s in set_ or [] for a in ("--set", s)]]
-        raise typer.Exit(launch(nproc, argv + (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])))
+        argv += (["--resume"] if resume else []) + (["--overwrite"] if overwrite else [])
+        raise typer.Exit(launch(nproc, argv))
 
     if data:
         if not resume:

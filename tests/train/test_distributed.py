@@ -99,6 +99,7 @@ def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
 def test_fit_nproc_listens_on_no_network_interface(tmp_path, tiny_config_file):
     """`pepnet fit --nproc 2`: while it runs, no process of its tree listens on an address other than loopback
     (torchrun's TCP stores, which have no authentication, are replaced by files; gloo uses the loopback)."""
+    import contextlib
     import ipaddress
     import time
 
@@ -116,10 +117,8 @@ def test_fit_nproc_listens_on_no_network_interface(tmp_path, tiny_config_file):
             except psutil.NoSuchProcess:
                 break
             for p in tree:
-                try:
+                with contextlib.suppress(psutil.NoSuchProcess, psutil.AccessDenied):
                     listening |= {c.laddr.ip for c in p.net_connections("inet") if c.status == psutil.CONN_LISTEN}
-                except (psutil.NoSuchProcess, psutil.AccessDenied):
-                    pass
             time.sleep(0.05)
         out = proc.communicate(timeout=240)[0].decode()
     finally:

@@ -16,9 +16,9 @@ import os
 import pickle
 import re
 import zipfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 import torch
 
