@@ -127,3 +127,21 @@ def tiny_config_file(tmp_path, synthetic_parquet) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config([str(synthetic_parquet)])))
     return path
+
+
+@pytest.fixture(scope="session")
+def tiny_config_yaml(tmp_path_factory, synthetic_parquet) -> Path:
+    """A YAML config reading :func:`synthetic_parquet`, shared by the tests of one session (do not edit it)."""
+    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
+    path.write_text(yaml.safe_dump(tiny_config([str(synthetic_parquet)])))
+    return path
+
+
+@pytest.fixture(scope="session")
+def tiny_run(tmp_path_factory, tiny_config_yaml) -> Path:
+    """A finished run of :func:`tiny_config_yaml`, trained once per session; copy it before changing it."""
+    import pepnet
+
+    out = tmp_path_factory.mktemp("runs") / "tiny"
+    pepnet.fit(tiny_config_yaml, out, log=lambda _: None)
+    return out

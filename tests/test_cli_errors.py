@@ -17,23 +17,9 @@ import pepnet
 from pepnet.cli import app
 
 
-@pytest.fixture(scope="module")
-def config_file(tmp_path_factory, synthetic_parquet, tiny_config_tree) -> Path:
-    path = tmp_path_factory.mktemp("cfg") / "tiny.yaml"
-    path.write_text(yaml.safe_dump(tiny_config_tree([str(synthetic_parquet)])))
-    return path
-
-
-@pytest.fixture(scope="module")
-def run_a(tmp_path_factory, config_file) -> Path:
-    out = tmp_path_factory.mktemp("runs") / "a"
-    pepnet.fit(config_file, out, log=lambda _: None)
-    return out
-
-
 @pytest.fixture
-def run(run_a, tmp_path) -> Path:
-    return Path(shutil.copytree(run_a, tmp_path / "a"))
+def run(tiny_run, tmp_path) -> Path:
+    return Path(shutil.copytree(tiny_run, tmp_path / "a"))
 
 
 def one_error_line(args: list[str], expected: str) -> str:
@@ -59,10 +45,10 @@ def read_only(monkeypatch):
     return lambda folder: denied.append(str(folder.resolve()))
 
 
-def test_read_only_folder_in_fit_resume_predict_and_gates(run, config_file, synthetic_parquet, tmp_path, read_only):
+def test_read_only_folder_in_fit_resume_predict_and_gates(run, tiny_config_yaml, synthetic_parquet, tmp_path, read_only):
     (tmp_path / "ro").mkdir()
     read_only(tmp_path / "ro")
-    one_error_line(["fit", str(config_file), "--out", str(tmp_path / "ro" / "new")], "Permission denied")
+    one_error_line(["fit", str(tiny_config_yaml), "--out", str(tmp_path / "ro" / "new")], "Permission denied")
     read_only(run)
     one_error_line(["fit", "--resume", "--out", str(run)], "Permission denied")
     one_error_line(["gates", str(run)], "check the folder's permissions")
@@ -71,12 +57,12 @@ def test_read_only_folder_in_fit_resume_predict_and_gates(run, config_file, synt
 
 
 @pytest.mark.skipif(os.name != "posix" or os.geteuid() == 0, reason="permissions do not bind root")
-def test_really_read_only_folder(config_file, tmp_path):
+def test_really_read_only_folder(tiny_config_yaml, tmp_path):
     ro = tmp_path / "ro"
     ro.mkdir()
     ro.chmod(0o555)
     try:
-        one_error_line(["fit", str(config_file), "--out", str(ro / "new")], "Permission denied")
+        one_error_line(["fit", str(tiny_config_yaml), "--out", str(ro / "new")], "Permission denied")
     finally:
         ro.chmod(0o755)
 
@@ -96,9 +82,9 @@ def test_model_changed_on_resume(run):
     one_error_line(["fit", "--resume", "--out", str(run)], "holds the weights of another model")
 
 
-def test_model_pt_from_another_run(run, config_file, tmp_path):
+def test_model_pt_from_another_run(run, tiny_config_yaml, tmp_path):
     other = tmp_path / "b"
-    pepnet.fit(config_file, other, overrides=["model.hidden_units=[8]", "train.epochs=1"], log=lambda _: None)
+    pepnet.fit(tiny_config_yaml, other, overrides=["model.hidden_units=[8]", "train.epochs=1"], log=lambda _: None)
     shutil.copy(other / "model.pt", run / "model.pt")
     one_error_line(["evaluate", str(run)], "holds the weights of another model")
 

@@ -9,12 +9,16 @@ of processes that are gone.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import json
 import os
 import re
+from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
+
+T = TypeVar("T")
 
 TMP = re.compile(r"\.(?P<name>.+)\.tmp(?P<pid>\d+)")
 
@@ -77,6 +81,25 @@ def read_json(path: str | Path, what: str) -> Any:
     except (ValueError, UnicodeDecodeError) as exc:
         raise DamagedFileError(f"{what} {path} is damaged or truncated ({exc}); expected the JSON pepnet "
                                "writes") from None
+
+
+def read_json_as(path: str | Path, what: str, build: Callable[[Any], T]) -> T:
+    """``build(`` the JSON content of ``path`` ``)``; a missing or damaged file, or content ``build`` cannot use
+    (a missing key, a wrong type), raises DamagedFileError naming the file."""
+    data = read_json(path, what)
+    try:
+        return build(data)
+    except (KeyError, TypeError, ValueError, AttributeError) as exc:
+        raise DamagedFileError(f"{what} {path} is damaged ({one_line(exc)}); expected what pepnet writes") from None
+
+
+def sha256_file(path: str | Path) -> str:
+    """The sha256 hex digest of a file, read in 1 MiB chunks."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
 
 
 def _alive(pid: int) -> bool:

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
-from ..fileio import DamagedFileError, atomic_write, one_line, read_json, write_parquet
+from ..fileio import DamagedFileError, atomic_write, read_json_as, write_parquet
 from .errors import DataError, DataWarning
 from .split import time_seconds
 from .validate import label_expr, label_matrix
@@ -440,22 +440,23 @@ class Encoder:
         atomic_write(path / "encoder.json", json.dumps(meta, indent=1))  # last: its presence marks a complete save
 
     @classmethod
+    def _from_meta(cls, meta: dict) -> tuple["Encoder", list[str] | None]:
+        """An encoder from encoder.json's content, before its vocabularies and statistic tables are read, and the
+        names of its vocabularies (None in encoders saved before the list was kept)."""
+        enc = cls(SchemaConfig.model_validate(meta["schema"]))
+        enc.fields = [FieldInfo(**f) for f in meta["fields"]]
+        enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
+        enc.stat_global = meta["stat_global"]
+        enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
+        return enc, meta.get("vocabs")
+
+    @classmethod
     def load(cls, path: str | Path) -> "Encoder":
         """The encoder saved in ``path``; a missing, truncated or damaged file raises DamagedFileError naming it."""
         from .sources import read_table
 
         path = Path(path)
-        meta = read_json(path / "encoder.json", "encoder file")
-        try:
-            enc = cls(SchemaConfig.model_validate(meta["schema"]))
-            enc.fields = [FieldInfo(**f) for f in meta["fields"]]
-            enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
-            enc.stat_global = meta["stat_global"]
-            enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
-            names = meta.get("vocabs")  # absent in encoders saved before the list was kept
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"encoder file {path / 'encoder.json'} is damaged ({one_line(exc)}); "
-                                   "expected the fields pepnet writes") from None
+        enc, names = read_json_as(path / "encoder.json", "encoder file", cls._from_meta)
         if names is None:
             names = [s.name for s in enc._sparse_specs() if isinstance(s, (FeatureSpec, TimeFeature))
                      and (path / f"vocab.{s.name}.parquet").exists()]

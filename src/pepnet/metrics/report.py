@@ -19,7 +19,7 @@ from typing import Any
 import numpy as np
 from numpy.typing import ArrayLike
 
-from pepnet.fileio import DamagedFileError, atomic_write, one_line, read_json
+from pepnet.fileio import atomic_write, read_json_as
 from pepnet.metrics.ranking import auc, gauc, logloss
 
 __all__ = ["ALL_DOMAINS", "COLUMNS", "METRIC_COLUMNS", "MetricsReport", "evaluate"]
@@ -262,12 +262,7 @@ class MetricsReport:
     @classmethod
     def from_json(cls, path: str | Path) -> MetricsReport:
         """Read a report written by :meth:`to_json`."""
-        data = read_json(path, "metrics file")
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"metrics file {path} is damaged ({one_line(exc)}); expected the "
-                                   "report pepnet writes") from None
+        return read_json_as(path, "metrics file", cls.from_dict)
 
     def to_csv(self, path: str | Path) -> None:
         """Write one CSV row per (domain, task), ``"ALL"`` included; columns :data:`COLUMNS`.

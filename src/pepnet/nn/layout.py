@@ -4,7 +4,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from ..fileio import DamagedFileError, one_line, read_json
+from ..fileio import read_json_as
 
 GROUPS = ("general", "domain_side", "user_prior", "item_prior", "author_prior")
 
@@ -47,12 +47,7 @@ class ModelLayout:
     @classmethod
     def read(cls, path: str | Path) -> "ModelLayout":
         """The layout stored in a run's layout.json; a missing or damaged file raises DamagedFileError."""
-        data = read_json(path, "layout file")
-        try:
-            return cls.from_dict(data)
-        except (KeyError, TypeError, ValueError, AttributeError) as exc:
-            raise DamagedFileError(f"layout file {path} is damaged ({one_line(exc)}); expected the "
-                                   "layout pepnet writes") from None
+        return read_json_as(path, "layout file", cls.from_dict)
 
     def group(self, name: str) -> list[int]:
         return list(self.groups.get(name, []))

@@ -13,7 +13,6 @@ re-running a stream over a growing folder only processes the new files.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -34,7 +33,7 @@ from ..data.encoder import Encoder
 from ..data.errors import DataError, DataWarning
 from ..data.sources import read_files
 from ..data.validate import validated
-from ..fileio import atomic_write, write_figure
+from ..fileio import atomic_write, sha256_file, write_figure
 from ..metrics import MetricsReport
 from ..nn import ModelLayout, build_model
 from .checkpoint import load_weights
@@ -59,14 +58,6 @@ def period_files(data: str | Path | list[str]) -> list[str]:
     if not p.exists():
         raise DataError("file does not exist", file=str(p))
     return [str(p)]
-
-
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 class OnlineRun:
@@ -168,7 +159,7 @@ class OnlineRun:
         schema = self.config.schema_
         frame = validated(read_files([path]), schema, log=self.log)
         df = frame.df.sort(schema.time, maintain_order=True) if schema.time else frame.df
-        record: dict = {"period": len(self.history), "file": path, "sha256": _sha256(path), "rows": df.height}
+        record: dict = {"period": len(self.history), "file": path, "sha256": sha256_file(path), "rows": df.height}
         if not fitted_on_it:  # the first period of a new run has no model to evaluate yet
             report = self.evaluate(df)
             record.update(report.summary())
@@ -206,7 +197,7 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
         first = validated(read_files([files[0]]), config.schema_, log=log)
         run, fresh = OnlineRun.create(config, first.df, out, log), True
     done = {(Path(r["file"]).name, r["sha256"]) for r in run.history}
-    todo = [f for f in files if (Path(f).name, _sha256(f)) not in done]
+    todo = [f for f in files if (Path(f).name, sha256_file(f)) not in done]
     if len(todo) < len(files):
         log(f"skipping {len(files) - len(todo)} file(s) already streamed into {out}")
     bar = tqdm(todo, desc="periods", unit="period", disable=True if not run.config.train.progress else None)
