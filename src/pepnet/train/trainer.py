@@ -10,7 +10,7 @@ import random
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, cast
 
 import numpy as np
 import torch
@@ -63,7 +63,7 @@ def seed_everything(seed: int, deterministic: bool = False, threads: int | None 
 def rng_state() -> dict:
     """Every random state training draws from (torch CPU, CUDA when present, numpy, Python) as tensors, numbers
     and tuples only, so that a checkpoint loads with ``torch.load(weights_only=True)``."""
-    kind, keys, pos, has_gauss, gauss = np.random.get_state()
+    kind, keys, pos, has_gauss, gauss = cast(tuple, np.random.get_state(legacy=True))  # MT19937, legacy form
     return {"torch": torch.get_rng_state(), "python": random.getstate(),
             "numpy": {"kind": kind, "keys": torch.from_numpy(keys.astype(np.int64)), "pos": int(pos),
                       "has_gauss": int(has_gauss), "gauss": float(gauss)},
