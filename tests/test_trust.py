@@ -17,7 +17,7 @@ from typer.testing import CliRunner
 
 import pepnet
 from pepnet.cli import app, resolve_config
-from pepnet.data.errors import DataWarning
+from pepnet.errors import DataWarning
 from pepnet.datasets.synthetic import SyntheticSpec, generate
 from pepnet.export import ExportError, Predictor, export_run
 from pepnet.export.archive import load_program
@@ -98,7 +98,7 @@ def test_resume_is_exact_with_tensor_only_random_state(tmp_path):
 
     import numpy as np
 
-    from pepnet.train.trainer import rng_state, set_rng_state
+    from pepnet.train.runtime import rng_state, set_rng_state
 
     state = rng_state()
     save_checkpoint(state, tmp_path / "rng.pt")

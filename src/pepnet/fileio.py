@@ -9,7 +9,6 @@ of processes that are gone.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
@@ -91,15 +90,6 @@ def read_json_as(path: str | Path, what: str, build: Callable[[Any], T]) -> T:
         return build(data)
     except (KeyError, TypeError, ValueError, AttributeError) as exc:
         raise DamagedFileError(f"{what} {path} is damaged ({one_line(exc)}); expected what pepnet writes") from None
-
-
-def sha256_file(path: str | Path) -> str:
-    """The sha256 hex digest of a file, read in 1 MiB chunks."""
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def _alive(pid: int) -> bool:

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from pepnet.config import SchemaConfig
-from pepnet.data.errors import DataError, DataWarning
+from pepnet.errors import DataError, DataWarning
 from pepnet.data.sources import read_files, read_table
 from pepnet.data.validate import validate
 from pepnet.fileio import write_parquet

@@ -15,7 +15,7 @@ import numpy as np
 import polars as pl
 
 from ..config import DataConfig, SideTable
-from .errors import DataError, DataWarning
+from ..errors import DataError, DataWarning
 
 FILE_COL = "__file"
 ROW_COL = "__row"

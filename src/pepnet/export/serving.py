@@ -25,7 +25,8 @@ import torch
 from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
 from ..data.validate import validate
-from ..fileio import atomic_write, read_json, sha256_file
+from ..fileio import atomic_write, read_json
+from ..provenance import file_sha256
 from .archive import ExportError, load_program
 
 MODEL_FILE = "model.pt2"
@@ -82,7 +83,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 def file_digests(export_dir: Path) -> dict[str, str]:
     """sha256 of every file of an export but the manifest, by path relative to ``export_dir``."""
-    return {p.relative_to(export_dir).as_posix(): sha256_file(p) for p in sorted(export_dir.rglob("*"))
+    return {p.relative_to(export_dir).as_posix(): file_sha256(p) for p in sorted(export_dir.rglob("*"))
             if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
 
 
@@ -98,7 +99,7 @@ def verify_export(export_dir: Path) -> dict:
         path = export_dir / name
         if not path.is_file() or path.is_symlink():
             raise ExportError(f"export file {path} is missing (listed in {MANIFEST})")
-        actual = sha256_file(path)
+        actual = file_sha256(path)
         if actual != digest:
             raise ExportError(f"export file {path} is damaged or was replaced: sha256 {actual[:16]}..., the "
                               f"manifest says {str(digest)[:16]}...")
