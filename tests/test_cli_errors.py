@@ -45,7 +45,8 @@ def read_only(monkeypatch):
     return lambda folder: denied.append(str(folder.resolve()))
 
 
-def test_read_only_folder_in_fit_resume_predict_and_gates(run, tiny_config_yaml, synthetic_parquet, tmp_path, read_only):
+def test_read_only_folder_in_fit_resume_predict_and_gates(run, tiny_config_yaml, synthetic_parquet, tmp_path,
+                                                          read_only):
     (tmp_path / "ro").mkdir()
     read_only(tmp_path / "ro")
     one_error_line(["fit", str(tiny_config_yaml), "--out", str(tmp_path / "ro" / "new")], "Permission denied")

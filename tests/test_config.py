@@ -292,7 +292,7 @@ def test_a_repeated_yaml_key_names_the_key_and_the_line(tree, tmp_path):
     ("train.seed=-1", "train.seed: Input should be greater than or equal to 0"),
     ("train.seed=18446744073709551616", "train.seed: Input should be less than"),
     ("train.device=gpu", "train.device: String should match pattern"),
-    ("model.name=pepnett", "model.name: Value error, unknown model 'pepnett'; did you mean 'pepnet'?"),
+    ("model.name=pepnett", "model.name: Value error, model 'pepnett' is unknown; did you mean 'pepnet'?"),
 ])
 def test_values_that_failed_late_are_caught_when_the_config_is_read(tree, override, message):
     assert message in _error(tree, [override])

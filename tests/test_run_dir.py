@@ -41,7 +41,8 @@ def test_overwrite_replaces_the_run_files_only(tiny_run, tiny_config_yaml, tmp_p
     shutil.copytree(tiny_run, run)
     (run / "stream.csv").write_text("stale run file\n")
     (run / "notes.txt").write_text("the user's own file")
-    res = CliRunner().invoke(app, ["fit", str(tiny_config_yaml), "--out", str(run), "--overwrite", "--set", "train.seed=4"])
+    res = CliRunner().invoke(app, ["fit", str(tiny_config_yaml), "--out", str(run), "--overwrite",
+                                   "--set", "train.seed=4"])
     assert res.exit_code == 0, res.output
     assert not (run / "stream.csv").exists() and (run / "notes.txt").read_text() == "the user's own file"
     assert yaml.safe_load((run / "config.yaml").read_text())["train"]["seed"] == 4

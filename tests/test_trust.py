@@ -17,8 +17,8 @@ from typer.testing import CliRunner
 
 import pepnet
 from pepnet.cli import app, resolve_config
-from pepnet.errors import DataWarning
 from pepnet.datasets.synthetic import SyntheticSpec, generate
+from pepnet.errors import DataWarning
 from pepnet.export import ExportError, Predictor, export_run
 from pepnet.export.archive import load_program
 from pepnet.export.serving import MANIFEST, file_digests

@@ -61,7 +61,8 @@ def _os_error(exc: OSError) -> str:
     if exc.strerror is None or exc.filename is None:  # raised by pepnet with its own message
         return str(exc)
     full = "; free some space or write elsewhere"
-    advice = {errno.ENOSPC: full, errno.EDQUOT: full, errno.EACCES: "; check the folder's permissions or write elsewhere",
+    advice = {errno.ENOSPC: full, errno.EDQUOT: full,
+              errno.EACCES: "; check the folder's permissions or write elsewhere",
               errno.EROFS: "; the file system is read-only: write elsewhere",
               errno.EISDIR: "; expected a file name, not a folder"}.get(exc.errno or 0, "")
     return f"{exc.strerror}: {exc.filename}{advice}"

@@ -323,7 +323,7 @@ class ModelConfig(_Strict):
 
         if v not in MODELS:
             hint = difflib.get_close_matches(v, list(MODELS), n=1)
-            raise ValueError(f"unknown model {v!r}" + (f"; did you mean {hint[0]!r}?" if hint else "")
+            raise ValueError(f"model {v!r} is unknown" + (f"; did you mean {hint[0]!r}?" if hint else "")
                              + f"; available: {', '.join(sorted(MODELS))}")
         return v
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from pepnet.config import SchemaConfig
-from pepnet.errors import DataError, DataWarning
 from pepnet.data.sources import read_files, read_table
 from pepnet.data.validate import validate
+from pepnet.errors import DataError, DataWarning
 from pepnet.fileio import write_parquet
 
 SCHEMA = {

@@ -329,7 +329,7 @@ class Encoder:
         atomic_write(path / "encoder.json", json.dumps(meta, indent=1))  # last: its presence marks a complete save
 
     @classmethod
-    def _from_meta(cls, meta: dict) -> tuple["Encoder", list[str] | None, dict[str, float]]:
+    def _from_meta(cls, meta: dict) -> tuple[Encoder, list[str] | None, dict[str, float]]:
         """An encoder from encoder.json's content, before its vocabularies and statistic tables are read; the
         names of its vocabularies (None in encoders saved before the list was kept); the statistics' global
         means."""

@@ -41,7 +41,7 @@ class ModelLayout:
                       "oov_dropout": [tuple(t) for t in d.get("oov_dropout", [])]})
 
     @classmethod
-    def read(cls, path: str | Path) -> "ModelLayout":
+    def read(cls, path: str | Path) -> ModelLayout:
         """The layout stored in a run's layout.json; a missing or damaged file raises DamagedFileError."""
         return read_json_as(path, "layout file", cls.from_dict)
 
