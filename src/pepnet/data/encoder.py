@@ -28,6 +28,9 @@ from .split import time_seconds
 from .validate import label_expr, label_matrix, required_columns
 
 
+INDEX_RATIO = 64  # _past looks keys up in an index when the table has more than this many rows per frame row
+
+
 @dataclass(frozen=True)
 class FieldInfo:
     """One model input field. ``size``: rows in the fused table (sparse) or 1 (dense); ``offset``:
@@ -111,6 +114,7 @@ class Encoder:
         self.stat_edges: dict[str, np.ndarray] = {}
         self.fields: list[FieldInfo] = []
         self.input_dtypes: dict[str, str] = {}  # column read when scoring -> its polars dtype in the training split
+        self._stat_index: dict[str, tuple[pl.DataFrame, dict]] = {}  # stat -> (its table, key tuple -> row), see _past
         self.fitted = False
 
     # ------------------------------------------------------------------ layout
@@ -165,6 +169,27 @@ class Encoder:
         cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
         return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
 
+    def _past_indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """For evaluation rows, the training totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
+        where the key is unseen or null), looked up in a hash index of the table built once per table; None
+        when ``df`` is large enough for a join (which hashes the whole table on every call) to cost less.
+        This is what keeps a served request of a few rows fast. Same values as :meth:`_past` + fill_null(0)."""
+        table = self.stat_tables[stat.name]
+        if df.height == 0 or df.height * INDEX_RATIO >= table.height:
+            return None
+        index = self._stat_index.get(stat.name)
+        if index is None or index[0] is not table:  # first use, or the table grew (update_stats)
+            values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in ("n", "s", "m")).to_numpy()
+            rows = {k: i for i, k in enumerate(table.select(stat.keys).iter_rows())}
+            index = (table, rows, np.vstack([values, np.zeros((1, 3))]))  # the last row: unseen
+            self._stat_index[stat.name] = index
+        _, rows, values = index
+        unseen = len(values) - 1
+        keys = df.select([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).iter_rows()
+        at = np.fromiter((unseen if None in k else rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
+        found = values[at]
+        return found[:, 0], found[:, 1], found[:, 2]
+
     def _past_totals(self, df: pl.DataFrame, stat: StatFeature, training: bool,
                      with_history: bool = False) -> pl.DataFrame:
         """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
@@ -205,13 +230,18 @@ class Encoder:
         return self._past(frame, stat)
 
     def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
-        """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`_past_totals`."""
-        agg = self._past_totals(df, stat, training, with_history)
-        n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
+        """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`_past_totals` (or, for a
+        few evaluation rows, :meth:`_past_indexed`)."""
+        found = None if training or stat.realtime else self._past_indexed(df, stat)
+        if found is not None:
+            n, s, m = found
+        else:
+            agg = self._past_totals(df, stat, training, with_history)
+            n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
+            s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+            m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
         if stat.stat == "count":
             return np.log1p(n)
-        s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy()
-        m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy()
         g0 = self.stat_global[stat.name]
         if stat.prior == 0:
             return np.where(m > 0, s / np.maximum(m, 1.0), g0)
