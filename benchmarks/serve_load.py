@@ -194,11 +194,11 @@ def main() -> None:
 def table(r: dict, candidates: int) -> str:
     pred = statistics.mean(r["predictor_rows_per_s"])
     lines = ["| measurement | p50 ms | p99 ms | rows/s | vs Predictor | errors |", "|---|---|---|---|---|---|",
-             f"| single row, 1 client | {r['single']['p50_ms']:.2f} | {r['single']['p99_ms']:.2f} | "
-             f"{r['single']['rows_per_s']:,.0f} | | {r['single']['errors']} |",
-             f"| {candidates} candidates, 1 client | {r['ranking']['p50_ms']:.2f} | {r['ranking']['p99_ms']:.2f} | "
-             f"{r['ranking']['candidates_per_s']:,.0f} | {r['ranking']['candidates_per_s'] / pred:.0%} | "
-             f"{r['ranking']['errors']} |"]
+             (f"| single row, 1 client | {r['single']['p50_ms']:.2f} | {r['single']['p99_ms']:.2f} | "
+              f"{r['single']['rows_per_s']:,.0f} | | {r['single']['errors']} |"),
+             (f"| {candidates} candidates, 1 client | {r['ranking']['p50_ms']:.2f} | {r['ranking']['p99_ms']:.2f} | "
+              f"{r['ranking']['candidates_per_s']:,.0f} | {r['ranking']['candidates_per_s'] / pred:.0%} | "
+              f"{r['ranking']['errors']} |")]
     for c in (8, 32, 64):
         x = r[f"clients_{c}"]
         lines.append(f"| {candidates} candidates, {c} clients | {x['p50_ms']:.2f} | {x['p99_ms']:.2f} | "

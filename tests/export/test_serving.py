@@ -14,6 +14,7 @@ from pepnet.cli import app
 from pepnet.datasets.synthetic import SyntheticSpec, generate
 from pepnet.export import Predictor
 
+
 @pytest.fixture(scope="module")
 def run_dir(tiny_export):
     return tiny_export.run

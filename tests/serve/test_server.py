@@ -183,7 +183,7 @@ def _metrics(port: int) -> str:
 
 
 def _metric(port: int, name: str) -> float:
-    found = re.search(rf"^{re.escape(name)} (\S+)$", _metrics(port), re.M)
+    found = re.search(rf"^{re.escape(name)} (\S+)$", _metrics(port), re.MULTILINE)
     return float(found.group(1)) if found else 0.0
 
 
@@ -286,7 +286,7 @@ def _readme_curls() -> list[list[str]]:
     text = README.read_text()
     section = text[text.index("## Serving"):]
     section = section[: section.index("\n## ", 4)] if "\n## " in section[4:] else section
-    blocks = re.findall(r"```bash\n(.*?)```", section, re.S)
+    blocks = re.findall(r"```bash\n(.*?)```", section, re.DOTALL)
     commands = [c for b in blocks for c in b.replace("\\\n", " ").splitlines() if c.strip().startswith("curl ")]
     return [shlex.split(c) for c in commands]
 

@@ -114,7 +114,7 @@ class Encoder:
         self.stat_edges: dict[str, np.ndarray] = {}
         self.fields: list[FieldInfo] = []
         self.input_dtypes: dict[str, str] = {}  # column read when scoring -> its polars dtype in the training split
-        self._stat_index: dict[str, tuple[pl.DataFrame, dict]] = {}  # stat -> (its table, key tuple -> row), see _past
+        self._stat_index: dict[str, tuple[pl.DataFrame, dict, np.ndarray]] = {}  # stat: table, key->row, n s m
         self.fitted = False
 
     # ------------------------------------------------------------------ layout

@@ -9,8 +9,8 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 
 def free_port() -> int:
@@ -46,9 +46,9 @@ def running_server(source: str | Path, *args: str, log: Path | None = None,
     """``pepnet serve SOURCE --port P ARGS`` in a child process; yields P once ``/readyz`` answers 200; stops it
     (SIGTERM, then SIGKILL after 10 s) on exit. ``log``: file for the server's output."""
     port = free_port()
-    out = open(log, "w") if log else subprocess.DEVNULL  # noqa: SIM115 - closed below
+    out = open(log, "w") if log else None  # noqa: SIM115 - closed below
     proc = subprocess.Popen([sys.executable, "-m", "pepnet", "serve", str(source), "--port", str(port), *args],
-                            stdout=out, stderr=subprocess.STDOUT)
+                            stdout=out or subprocess.DEVNULL, stderr=subprocess.STDOUT)
     try:
         deadline = time.monotonic() + ready_timeout_s
         while True:
@@ -72,5 +72,5 @@ def running_server(source: str | Path, *args: str, log: Path | None = None,
         except subprocess.TimeoutExpired:
             proc.kill()
             proc.wait()
-        if log:
+        if out:
             out.close()

@@ -54,16 +54,16 @@ class InputField:
 
 def _kind(dtype: str) -> tuple[str, pl.DataType]:
     if dtype.startswith(("Int", "UInt")):
-        return "int", pl.UInt64 if dtype == "UInt64" else pl.Int64
+        return "int", pl.UInt64() if dtype == "UInt64" else pl.Int64()
     if dtype.startswith("Float"):
-        return "float", pl.Float64
+        return "float", pl.Float64()
     if dtype in ("String", "Utf8", "Categorical") or dtype.startswith("Enum"):
-        return "str", pl.String
+        return "str", pl.String()
     if dtype == "Boolean":
-        return "bool", pl.Boolean
+        return "bool", pl.Boolean()
     if dtype.startswith(("Datetime", "Date")):
         return "datetime", pl.Datetime("us")
-    return "any", pl.String
+    return "any", pl.String()
 
 
 def _known_dtype(encoder: Encoder, column: str) -> str | None:
@@ -88,9 +88,9 @@ def input_fields(encoder: Encoder) -> list[InputField]:
     out = []
     for col, use in required_columns(schema, labels=False).items():
         known = _known_dtype(encoder, col)
-        kind, dtype = _kind(known) if known else (("float", pl.Float64) if col in numeric else ("any", pl.String))
+        kind, dtype = _kind(known) if known else (("float", pl.Float64()) if col in numeric else ("any", pl.String()))
         if col == schema.time and kind == "float" and known is None:
-            kind, dtype = "int", pl.Int64  # unix seconds
+            kind, dtype = "int", pl.Int64()  # unix seconds
         out.append(InputField(col, kind, dtype, col not in strict, use))
     return out
 
@@ -205,7 +205,7 @@ def _from_columns(columns: Any, fields: list[InputField], max_rows: int) -> pl.D
 
 
 def _from_arrow(body: bytes, fields: list[InputField], max_rows: int) -> tuple[pl.DataFrame, list[str]]:
-    import pyarrow as pa
+    import pyarrow as pa  # type: ignore[import-untyped]
 
     try:
         table = pa.ipc.open_stream(body).read_all()
