@@ -129,7 +129,7 @@ class ExportedModel:
 
     def encode(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate raw rows and encode them as training did: (sparse int64 [N, Fs], dense float32 [N, Fd])."""
-        from ..run import transform  # names the file and row of a value the encoder cannot read
+        from ..prepare import transform  # names the file and row of a value the encoder cannot read
 
         validate(frame, self.encoder.schema, labels=False)
         enc = transform(self.encoder, frame)

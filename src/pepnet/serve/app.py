@@ -24,7 +24,7 @@ from starlette.requests import ClientDisconnect, Request
 from starlette.responses import JSONResponse, Response
 from starlette.routing import Route
 
-from ..data.errors import DataError
+from ..errors import DataError
 from ..export import publish
 from ..export.serving import ExportedModel
 from .batcher import MicroBatcher

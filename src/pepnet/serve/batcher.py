@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import polars as pl
 
-from ..data.errors import DataError
+from ..errors import DataError
 from ..export.serving import ExportedModel, frame_of
 
 

@@ -74,8 +74,8 @@ def _known_dtype(encoder: Encoder, column: str) -> str | None:
         if f.source == column and f.name in encoder.vocabs:
             return str(encoder.vocabs[f.name].dtype)
     for s in encoder.schema.stats:
-        if column in s.keys and s.name in encoder.stat_tables:
-            return str(encoder.stat_tables[s.name].schema[column])
+        if column in s.keys and s.name in encoder.past.tables:
+            return str(encoder.past.tables[s.name].schema[column])
     return None
 
 

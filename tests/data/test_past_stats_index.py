@@ -1,11 +1,11 @@
-"""The hash index that serves few-row evaluation frames gives exactly the join's statistics."""
+"""PastStatistics: the hash index that serves few-row evaluation frames gives exactly the join's values."""
 from __future__ import annotations
 
 import numpy as np
 import polars as pl
 
 from pepnet.config import parse_config
-from pepnet.data import encoder as encoder_module
+from pepnet.data import past_stats
 from pepnet.data.encoder import Encoder
 from pepnet.datasets.synthetic import SyntheticSpec, generate
 
@@ -21,22 +21,22 @@ def test_indexed_lookup_equals_join(tiny_config_tree, monkeypatch):
     rows = data.tail(40).with_columns(  # unseen users and null keys too
         pl.when(pl.int_range(pl.len()) % 7 == 0).then(10**9).otherwise(pl.col("user_id")).alias("user_id"),
         pl.when(pl.int_range(pl.len()) % 5 == 0).then(None).otherwise(pl.col("domain_id")).alias("domain_id"))
-    monkeypatch.setattr(encoder_module, "INDEX_RATIO", JOIN)
+    monkeypatch.setattr(past_stats, "INDEX_RATIO", JOIN)
     joined = enc.transform(rows)
-    assert not enc._stat_index
-    monkeypatch.setattr(encoder_module, "INDEX_RATIO", INDEX)
-    names, joined_raw = enc.stat_values(rows)
+    assert not enc.past._index
+    monkeypatch.setattr(past_stats, "INDEX_RATIO", INDEX)
+    names, joined_raw = enc.past.values(rows)
     indexed = enc.transform(rows)
-    assert set(enc._stat_index) == {s.name for s in schema.stats}
+    assert set(enc.past._index) == {s.name for s in schema.stats}
     np.testing.assert_array_equal(indexed.sparse, joined.sparse)
     np.testing.assert_array_equal(indexed.dense, joined.dense)
-    monkeypatch.setattr(encoder_module, "INDEX_RATIO", JOIN)
-    np.testing.assert_array_equal(enc.stat_values(rows)[1], joined_raw)
+    monkeypatch.setattr(past_stats, "INDEX_RATIO", JOIN)
+    np.testing.assert_array_equal(enc.past.values(rows)[1], joined_raw)
     assert len(np.unique(joined_raw[:, names.index("user_click")])) > 5  # real statistics, not all unseen
 
-    enc.update_stats(data.tail(500))  # the tables change: the index is rebuilt, not reused
-    monkeypatch.setattr(encoder_module, "INDEX_RATIO", INDEX)
-    after = enc.stat_values(rows)[1]
-    monkeypatch.setattr(encoder_module, "INDEX_RATIO", JOIN)
-    np.testing.assert_array_equal(after, enc.stat_values(rows)[1])
+    enc.past.update(data.tail(500))  # the tables change: the index is rebuilt, not reused
+    monkeypatch.setattr(past_stats, "INDEX_RATIO", INDEX)
+    after = enc.past.values(rows)[1]
+    monkeypatch.setattr(past_stats, "INDEX_RATIO", JOIN)
+    np.testing.assert_array_equal(after, enc.past.values(rows)[1])
     assert not np.array_equal(after, joined_raw)
