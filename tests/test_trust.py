@@ -16,17 +16,14 @@ import torch
 from typer.testing import CliRunner
 
 import pepnet
-from pepnet.cli import app, resolve_config
+from pepnet.cli import app
 from pepnet.datasets.synthetic import SyntheticSpec, generate
 from pepnet.errors import DataWarning
-from pepnet.export import ExportError, Predictor, export_run
+from pepnet.export import ExportError, Predictor
 from pepnet.export.archive import load_program
 from pepnet.export.serving import MANIFEST, file_digests
 from pepnet.train.checkpoint import load_checkpoint, save_checkpoint
 from pepnet.train.trainer import BEST, CHECKPOINT
-
-TINY = ["data.synthetic.n_rows=3000", "data.synthetic.n_users=300", "data.synthetic.n_items=500",
-        "train.epochs=1", "train.progress=false", "model.hidden_units=[16, 8]", "train.threads=1"]
 
 
 class Payload:
@@ -39,18 +36,6 @@ class Payload:
         return (open, (self.marker, "w"))
 
 
-@pytest.fixture(scope="module")
-def run_dir(tmp_path_factory) -> Path:
-    out = tmp_path_factory.mktemp("trust") / "run"
-    pepnet.fit(resolve_config("synthetic"), out, overrides=TINY, log=lambda _: None)
-    return out
-
-
-@pytest.fixture(scope="module")
-def export_dir(run_dir, tmp_path_factory) -> Path:
-    return export_run(run_dir, tmp_path_factory.mktemp("export") / "e")
-
-
 def _copy(src: Path, dst: Path) -> Path:
     shutil.copytree(src, dst)
     return dst
@@ -59,8 +44,8 @@ def _copy(src: Path, dst: Path) -> Path:
 # ----------------------------------------------------------------------------- checkpoints
 
 
-def test_crafted_model_pt_is_refused_by_evaluate(run_dir, tmp_path):
-    run = _copy(run_dir, tmp_path / "run")
+def test_crafted_model_pt_is_refused_by_evaluate(tiny_export, tmp_path):
+    run = _copy(tiny_export.run, tmp_path / "run")
     marker = tmp_path / "marker"
     save_checkpoint({"embedding.table.weight": Payload(marker)}, run / BEST)  # a valid digest header
     assert not marker.exists()
@@ -71,8 +56,8 @@ def test_crafted_model_pt_is_refused_by_evaluate(run_dir, tmp_path):
     assert not marker.exists()
 
 
-def test_crafted_checkpoint_is_refused_by_resume(run_dir, tmp_path):
-    run = _copy(run_dir, tmp_path / "run")
+def test_crafted_checkpoint_is_refused_by_resume(tiny_export, tmp_path):
+    run = _copy(tiny_export.run, tmp_path / "run")
     marker = tmp_path / "marker"
     ck = load_checkpoint(run / CHECKPOINT)
     ck["state"] = Payload(marker)
@@ -135,8 +120,8 @@ def _pickled(obj) -> bytes:
     return buf.getvalue()
 
 
-def test_export_asking_for_pickled_weights_is_refused(export_dir, tmp_path):
-    export = _copy(export_dir, tmp_path / "e")
+def test_export_asking_for_pickled_weights_is_refused(tiny_export, tmp_path):
+    export = _copy(tiny_export.export, tmp_path / "e")
     archive, marker = export / "model.pt2", tmp_path / "marker"
     with zipfile.ZipFile(archive) as zf:
         config_name = next(n for n in zf.namelist() if n.endswith("model_weights_config.json"))
@@ -157,8 +142,8 @@ def test_export_asking_for_pickled_weights_is_refused(export_dir, tmp_path):
 
 @pytest.mark.parametrize("entry", ["data/aotinductor/model/model.so", "data/constants/custom_obj_0",
                                    "data/weights/model.pt"])
-def test_export_with_code_or_legacy_pickles_is_refused(export_dir, tmp_path, entry):
-    export = _copy(export_dir, tmp_path / "e")
+def test_export_with_code_or_legacy_pickles_is_refused(tiny_export, tmp_path, entry):
+    export = _copy(tiny_export.export, tmp_path / "e")
     with zipfile.ZipFile(export / "model.pt2") as zf:
         root = zf.namelist()[0].split("/", 1)[0]
     _rewrite(export / "model.pt2", {}, {f"{root}/{entry}": b"\x7fELF or pickle"})
@@ -167,8 +152,8 @@ def test_export_with_code_or_legacy_pickles_is_refused(export_dir, tmp_path, ent
         Predictor(export)
 
 
-def test_export_with_pickled_example_inputs_is_refused(export_dir, tmp_path):
-    export = _copy(export_dir, tmp_path / "e")
+def test_export_with_pickled_example_inputs_is_refused(tiny_export, tmp_path):
+    export = _copy(tiny_export.export, tmp_path / "e")
     marker = tmp_path / "marker"
     with zipfile.ZipFile(export / "model.pt2") as zf:
         sample = next(n for n in zf.namelist() if "sample_inputs" in n)
@@ -178,22 +163,22 @@ def test_export_with_pickled_example_inputs_is_refused(export_dir, tmp_path):
     assert not marker.exists()
 
 
-def test_damaged_export_file_is_named_at_load(export_dir, tmp_path):
-    export = _copy(export_dir, tmp_path / "e")
+def test_damaged_export_file_is_named_at_load(tiny_export, tmp_path):
+    export = _copy(tiny_export.export, tmp_path / "e")
     data = bytearray((export / "model.pt2").read_bytes())
     data[len(data) // 3] ^= 0xFF  # a bit flip inside the archive (weights or graph)
     (export / "model.pt2").write_bytes(bytes(data))
     with pytest.raises(ExportError, match=r"model\.pt2 is damaged or was replaced"):
         Predictor(export)
     vocab = next((export / "encoder").glob("vocab.*.parquet"))
-    export2 = _copy(export_dir, tmp_path / "e2")
+    export2 = _copy(tiny_export.export, tmp_path / "e2")
     (export2 / "encoder" / vocab.name).write_bytes(vocab.read_bytes()[:-10])
     with pytest.raises(ExportError, match=vocab.name):
         Predictor(export2)
 
 
-def test_truncated_model_pt2_is_a_clear_error(export_dir, tmp_path):
-    export = _copy(export_dir, tmp_path / "e")
+def test_truncated_model_pt2_is_a_clear_error(tiny_export, tmp_path):
+    export = _copy(tiny_export.export, tmp_path / "e")
     data = (export / "model.pt2").read_bytes()
     (export / "model.pt2").write_bytes(data[: len(data) // 2])
     _reseal(export)  # even with matching digests the archive itself is named
@@ -201,22 +186,22 @@ def test_truncated_model_pt2_is_a_clear_error(export_dir, tmp_path):
         Predictor(export)
 
 
-def test_manifest_lists_every_export_file(export_dir):
-    manifest = json.loads((export_dir / MANIFEST).read_text())
-    on_disk = {p.relative_to(export_dir).as_posix() for p in export_dir.rglob("*") if p.is_file()} - {MANIFEST}
+def test_manifest_lists_every_export_file(tiny_export, tmp_path):
+    d = tiny_export.export
+    manifest = json.loads((d / MANIFEST).read_text())
+    on_disk = {p.relative_to(d).as_posix() for p in d.rglob("*") if p.is_file()} - {MANIFEST}
     assert set(manifest["files"]) == on_disk and "model.pt2" in on_disk
     assert all(len(v) == 64 for v in manifest["files"].values())
-    export = export_dir.parent / "old"
-    shutil.copytree(export_dir, export)
+    export = _copy(d, tmp_path / "old")
     del manifest["files"]
     (export / MANIFEST).write_text(json.dumps(manifest))
     with pytest.raises(ExportError, match="lists no file digests"):
         Predictor(export)
 
 
-def test_predictor_refuses_bad_arguments_clearly(export_dir):
+def test_predictor_refuses_bad_arguments_clearly(tiny_export):
     rows = generate(SyntheticSpec(n_rows=50, n_users=300, n_items=500, seed=5)).drop(["click", "like"])
-    pred = Predictor(export_dir)
+    pred = Predictor(tiny_export.export)
     for bad in (0, -3, 1.5, True):
         with pytest.raises(ValueError, match="batch_size must be a positive integer"):
             pred.predict(rows, batch_size=bad)
@@ -225,24 +210,25 @@ def test_predictor_refuses_bad_arguments_clearly(export_dir):
     assert pred.predict(rows, batch_size=7).height == 50
 
 
-def test_unseen_domains_warn_in_predictor_predict_and_evaluate(run_dir, export_dir, tmp_path):
+def test_unseen_domains_warn_in_predictor_predict_and_evaluate(tiny_export, tmp_path):
     rows = generate(SyntheticSpec(n_rows=300, n_users=300, n_items=500, seed=5))
     rows = rows.with_columns(pl.when(pl.int_range(pl.len()) < 5).then(99).otherwise(pl.col("domain_id"))
                              .cast(rows.schema["domain_id"]).alias("domain_id"))
     with pytest.warns(DataWarning, match=r"domains never seen in training: \['99'\]"):
-        Predictor(export_dir).predict(rows.drop(["click", "like"]))
+        Predictor(tiny_export.export).predict(rows.drop(["click", "like"]))
     path = tmp_path / "rows.parquet"
     rows.write_parquet(path)
-    run = pepnet.Run.load(run_dir)
+    run = pepnet.Run.load(tiny_export.run)
     with pytest.warns(DataWarning, match=r"rows\.parquet has domains never seen in training: \['99'\]"):
         run.predict(str(path))
     with pytest.warns(DataWarning, match=r"domains never seen in training: \['99'\]"):
         run.evaluate(str(path))
     with pytest.warns(DataWarning, match=r"domains never seen in training: \['99'\]"):  # the CLI prints it
-        res = CliRunner().invoke(app, ["predict", str(run_dir), "--data", str(path), "--out", str(tmp_path / "p.pq")])
+        res = CliRunner().invoke(app, ["predict", str(tiny_export.run), "--data", str(path),
+                                       "--out", str(tmp_path / "p.pq")])
     assert res.exit_code == 0, res.output
     with _no_warning(DataWarning):
-        Predictor(export_dir).predict(rows.filter(pl.col("domain_id") != 99).drop(["click", "like"]))
+        Predictor(tiny_export.export).predict(rows.filter(pl.col("domain_id") != 99).drop(["click", "like"]))
 
 
 class _no_warning:
