@@ -6,6 +6,7 @@ pepnet evaluate RUN_DIR [--data FILE]
 pepnet predict RUN_DIR --data FILE --out preds.parquet
 pepnet quickstart [--out RUN_DIR]
 pepnet compare CONFIG --out DIR [--models a,b,...] [--seeds N] [--ablations]
+pepnet seesaw CONFIG --out DIR [--seeds N] [--compare COMPARE_DIR]
 """
 from __future__ import annotations
 
@@ -270,6 +271,32 @@ def compare(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_tables(result, per_domain=False))
+
+
+@app.command("seesaw")
+@_friendly
+def seesaw_cmd(
+    config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, seesaw, ...)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .md / .png and the runs"),
+    seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
+    compare_dirs: Optional[list[str]] = typer.Option(None, "--compare", help="a `pepnet compare` folder on the same "
+                                                     "data and seeds: its models join the benchmark table"),
+    min_class: int = typer.Option(100, "--min-class", min=1, help="fewest positive and negative test labels of a "
+                                  "domain x task cell for a verdict"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the runs already in --out"),
+) -> None:
+    """Domain and task seesaw: per domain, a model on its rows alone vs a domain-blind shared model on all rows vs
+    PEPNet; per task, single-task vs all tasks vs PEPNet. Paired differences per domain x task and verdicts."""
+    from .seesaw import seesaw
+
+    try:
+        result = seesaw(resolve_config(config), out, seeds=seeds, overrides=set_, compare_dirs=compare_dirs,
+                        min_class=min_class, resume=resume)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(result["verdicts"]))
 
 
 def main() -> None:

@@ -282,6 +282,9 @@ class ModelConfig(_Strict):
     epnet_granularity: Literal["element", "field"] = Field("element", description="one EPNet gate per embedding element or per field")
     stop_gradient: bool = Field(True, description="no gradient from the gates into the general embeddings E / O_ep")
     ppnet_gate_on: Literal["input", "output"] = Field("input", description="PPNet gate scales each layer's input (paper) or output")
+    ppnet_gate_output_layer: bool = Field(False, description="PPNet also gates the input of each task's output "
+                                          "layer (the last hidden layer's output), as the paper gates every DNN layer; "
+                                          "with ppnet_gate_on: output that input is already gated")
     ppnet_gate_mode: Literal["split", "per_task"] = Field("split", description="one gate split into T slices, or one gate per task")
     ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
         default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"

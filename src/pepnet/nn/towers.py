@@ -15,14 +15,16 @@ class TaskTowers(nn.Module):
 
     forward(x, gates): x float [B, in_dim] (the same input for every task) or [T, B, in_dim];
     gates (optional) is one tensor per hidden layer, float [B, T, w], multiplying that layer's input
-    (``gate_on="input"``, w = the layer's input width) or its output (``"output"``, w = its width).
-    Returns logits float [B, T].
+    (``gate_on="input"``, w = the layer's input width) or its output (``"output"``, w = its width);
+    with ``gate_output_layer`` (input gating only) one more, [B, T, hidden_units[-1]], multiplies the
+    output layer's input. Returns logits float [B, T].
     """
 
     def __init__(self, in_dim: int, hidden_units: list[int], n_tasks: int, dropout: float = 0.0,
-                 gate_on: str = "input"):
+                 gate_on: str = "input", gate_output_layer: bool = False):
         super().__init__()
         self.n_tasks, self.gate_on = n_tasks, gate_on
+        self.gate_output_layer = gate_output_layer and gate_on == "input"  # "output" already gates that input
         dims = [in_dim, *hidden_units]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
@@ -41,7 +43,7 @@ class TaskTowers(nn.Module):
     def gate_widths(self) -> list[int]:
         """Width each layer's gate must have, per task."""
         if self.gate_on == "input":
-            return [w.shape[1] for w in self.weights]
+            return [w.shape[1] for w in self.weights] + ([self.out_weight.shape[1]] if self.gate_output_layer else [])
         return [w.shape[2] for w in self.weights]
 
     def forward(self, x: torch.Tensor, gates: list[torch.Tensor] | None = None) -> torch.Tensor:
@@ -53,4 +55,6 @@ class TaskTowers(nn.Module):
             h = self.dropout(torch.relu(torch.baddbmm(b, h, w)))
             if g is not None and self.gate_on == "output":
                 h = h * g
+        if gates is not None and self.gate_output_layer:
+            h = h * gates[-1].transpose(0, 1)
         return torch.baddbmm(self.out_bias, h, self.out_weight).squeeze(-1).transpose(0, 1)
