@@ -156,8 +156,8 @@ def _phrase(d: dict[str, Any], metric: str) -> str:
 
 
 def verdict(cell: dict[str, Any], metric: str = "gauc", min_class: int = MIN_CLASS) -> str:
-    """One line on a cell: is there a domain seesaw (joint - alone) and does PEPNet fix it (pepnet at or above
-    alone: not clearly below); the task seesaw (joint - single) and PEPNet against single-task."""
+    """One line on a cell: is there a domain seesaw (joint - alone) and does PEPNet fix it (PEPNet at or above
+    alone, i.e. not below it beyond seed noise); the task seesaw (joint - single) and PEPNet against single-task."""
     where = f"{cell['domain']} / {cell['task']}"
     if cell["small"]:
         return (f"{where}: not judged (test rows hold {cell['positives']} positive and {cell['negatives']} negative "
@@ -175,7 +175,7 @@ def verdict(cell: dict[str, Any], metric: str = "gauc", min_class: int = MIN_CLA
         p = cell["diff"][worse][metric]
         fixed = not (p["clear"] and p["mean"] < 0)
         ref = "alone" if name == "joint - alone" else "single-task"
-        text += f"; PEPNet {'at or above' if fixed else 'below'} {ref} ({_phrase(p, metric)})"
+        text += f"; PEPNet {'not below' if fixed else 'below'} {ref} beyond seed noise ({_phrase(p, metric)})"
         parts.append(text)
     return f"{where}: " + ("; ".join(parts) if parts else "no comparison")
 
@@ -297,7 +297,9 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     }
     result["verdicts"] = [verdict(c, "gauc", min_class) for c in result["cells"]]
     result["benchmark"] = benchmark(result, others) if result["oracle"] or others else None
-    result["seconds"] = round(time.time() - t0, 1)
+    result["seconds"] = round(time.time() - t0, 1)  # this invocation (a resumed one reads runs back)
+    every = [r for arm, runs in results.items() if arm != ALONE for r in runs]
+    result["train_seconds"] = round(sum(r["seconds"] for r in every + [r for v in results[ALONE].values() for r in v]), 1)
     atomic_write(out / "results.json", json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
     atomic_write(out / "results.md", format_seesaw(result))
     plot_seesaw(result, out / "results.png")
@@ -320,17 +322,19 @@ def _load_compare(path: Path, config: ExperimentConfig, seeds: list[int]) -> dic
         got = [r["seed"] for r in entry["runs"]]
         if got != seeds:
             raise ValueError(f"--compare {path}: model {label} ran seeds {got}, this diagnostic runs {seeds}")
+    res["folder"] = path.name
     return res
 
 
 def benchmark(result: dict[str, Any], others: list[dict[str, Any]]) -> dict[str, Any]:
-    """Every model's AUC / GAUC per domain x task (mean, std over seeds), the oracle's, and per model the fraction
+    """Every model's AUC / GAUC per domain x task (mean, std over seeds), the oracle's, per model the fraction
     of the gap between the domain-blind shared model (``joint``) and the oracle it closes on the mean over tasks
-    of the overall AUC and GAUC (per seed, then mean and std)."""
+    of the overall AUC and GAUC (per seed, then mean and std), and each model's mean over the judged (not small)
+    domain x task cells per seed (``cell_mean``), paired against PEPNet's (``vs_pepnet``)."""
     models: dict[str, list[dict[str, Any]]] = {JOINT: result["runs"][JOINT], PEPNET: result["runs"][PEPNET]}
     for res in others:
         for label, entry in res["models"].items():
-            name = label if label not in models else f"{label} ({res['config_name']})"
+            name = label if label not in models else f"{label} [{res['folder']}]"
             models[name] = entry["runs"]
     oracle = result["oracle"]
     oracle_cells = aggregate([{"report": oracle}]) if oracle else {}
@@ -346,16 +350,22 @@ def benchmark(result: dict[str, Any], others: list[dict[str, Any]]) -> dict[str,
                 got = np.asarray(values(runs, ALL_DOMAINS, MEAN, metric))
                 closed = (got - base) / (top - base)
                 gap[m][metric] = paired(closed.tolist(), [0.0] * len(closed))
-    return {"models": table, "oracle": {"|".join(k): v["mean"] for k, v in oracle_cells.items()}, "gap_closed": gap}
+    judged = [(c["domain"], c["task"]) for c in result["cells"] if c["domain"] != ALL_DOMAINS and not c["small"]]
+    cell_mean = {m: {metric: np.nanmean([values(runs, d, t, metric) for d, t in judged], axis=0).tolist()
+                     for metric in METRICS} for m, runs in models.items()} if judged else {}
+    vs_pepnet = {m: {metric: paired(v[metric], cell_mean[PEPNET][metric]) for metric in METRICS}
+                 for m, v in cell_mean.items()}
+    return {"models": table, "oracle": {"|".join(k): v["mean"] for k, v in oracle_cells.items()}, "gap_closed": gap,
+            "judged_cells": ["|".join(k) for k in judged], "cell_mean": cell_mean, "vs_pepnet": vs_pepnet}
 
 
 # --------------------------------------------------------------------------- outputs
 
 
-def _diff_text(d: dict[str, Any] | None) -> str:
+def _diff_text(d: dict[str, Any] | None, small: bool) -> str:
     if not d or d["n"] == 0:
         return "—"
-    return f"{d['mean']:+.4f} ± {d['std']:.4f} ({d['agree']}/{d['n']}){' *' if d['clear'] else ''}"
+    return f"{d['mean']:+.4f} ± {d['std']:.4f} ({d['agree']}/{d['n']}){' *' if d['clear'] and not small else ''}"
 
 
 def format_seesaw(result: dict[str, Any]) -> str:
@@ -368,7 +378,7 @@ def format_seesaw(result: dict[str, Any]) -> str:
     for metric in METRICS:
         header = ["domain", "task", "pos / neg"] + [name for name, _, _ in COMPARISONS]
         rows = [[c["domain"], c["task"], f"{c['positives']} / {c['negatives']}" + (" *small*" if c["small"] else "")]
-                + [_diff_text(c["diff"].get(name, {}).get(metric)) for name, _, _ in COMPARISONS]
+                + [_diff_text(c["diff"].get(name, {}).get(metric), c["small"]) for name, _, _ in COMPARISONS]
                 for c in result["cells"]]
         parts += [f"\n## {metric.upper()}\n", _md_table(header, rows)]
     parts += ["\n## Verdicts (GAUC)\n", *[f"- {v}" for v in result["verdicts"]]]
@@ -394,6 +404,13 @@ def format_benchmark(result: dict[str, Any], bench: dict[str, Any]) -> str:
         rows = [[m] + [f"{g[m]['mean']:+.3f} ± {g[m]['std']:.3f}" for m in METRICS] for m, g in bench["gap_closed"].items()]
         parts += ["\n## Fraction of the gap closed between the domain-blind shared model (joint, 0) and the oracle (1)\n",
                   _md_table(header, rows)]
+    if bench.get("vs_pepnet"):
+        header = ["model"] + [f"mean cell {m.upper()}" for m in METRICS] + [f"{m.upper()} - pepnet" for m in METRICS]
+        rows = [[m] + [_mean_std(paired(bench["cell_mean"][m][k], [0.0] * len(bench["cell_mean"][m][k])))
+                       for k in METRICS] + [_diff_text(d[k], False) for k in METRICS]
+                for m, d in bench["vs_pepnet"].items()]
+        parts += [f"\n## Mean over the judged domain x task cells ({', '.join(bench['judged_cells'])}), paired by seed "
+                  "against PEPNet (* beyond seed noise)\n", _md_table(header, rows)]
     return "\n".join(parts)
 
 
@@ -421,7 +438,8 @@ def plot_seesaw(result: dict[str, Any], path: Path) -> None:
             for j, n in enumerate(names):
                 d = c["diff"].get(n, {}).get(metric)
                 if d and d["n"]:
-                    ax.text(j, i, f"{d['mean']:+.3f}{'*' if d['clear'] else ''}\n{d['agree']}/{d['n']}", ha="center",
+                    star = "*" if d["clear"] and not c["small"] else ""
+                    ax.text(j, i, f"{d['mean']:+.3f}{star}\n{d['agree']}/{d['n']}", ha="center",
                             va="center", fontsize=7, color="0.5" if c["small"] else "black")
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
