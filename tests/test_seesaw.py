@@ -17,8 +17,8 @@ from pepnet.config import parse_config
 TREE = {
     "name": "tiny",
     "data": {"dataset": "synthetic", "synthetic": {
-        "n_rows": 3000, "n_users": 150, "n_items": 300, "n_authors": 30, "n_domains": 3, "domain_shares": [0.6, 0.3, 0.1],
-        "tasks": ["click", "like"], "task_rates": [0.3, 0.1], "n_dense": 3, "domain_flip": 1.0, "task_flip": 0.8,
+        "n_rows": 3000, "n_users": 150, "n_items": 300, "n_authors": 30, "n_domains": 3,
+        "domain_shares": [0.6, 0.3, 0.1], "tasks": ["click", "like"], "task_rates": [0.3, 0.1], "n_dense": 3, "domain_flip": 1.0, "task_flip": 0.8,
         "prior_gate": 0.5, "seed": 0}},
     "schema": {
         "domain": "domain_id", "user": "user_id", "time": "time", "labels": {"click": "click", "like": "like"},
@@ -42,7 +42,8 @@ def _report(cells: dict[tuple[str, str], tuple[float, float]]) -> dict:
     domains = sorted({d for d, _ in cells if d != "ALL"})
     return {"tasks": tasks, "domains": domains,
             "overall": {t: {"auc": cells[("ALL", t)][0], "gauc": cells[("ALL", t)][1]} for t in tasks},
-            "per_domain": [{"domain": d, "task": t, "auc": a, "gauc": g} for (d, t), (a, g) in cells.items() if d != "ALL"]}
+            "per_domain": [{"domain": d, "task": t, "auc": a, "gauc": g}
+                           for (d, t), (a, g) in cells.items() if d != "ALL"]}
 
 
 def test_paired_difference_arithmetic():

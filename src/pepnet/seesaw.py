@@ -31,13 +31,22 @@ from __future__ import annotations
 import json
 import math
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
-from .compare import MEAN, METRICS, Progress, _duration, _md_table, _nan_to_none, aggregate
+from .compare import (
+    MEAN,
+    METRICS,
+    Progress,
+    _duration,
+    _md_table,
+    _nan_to_none,
+    aggregate,
+)
 from .config import ExperimentConfig, load_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS
@@ -117,7 +126,8 @@ def label_counts(labels: np.ndarray, domain: np.ndarray, domain_names: list[str]
     int [N] codes into ``domain_names``, tasks: the T column names."""
     out = {}
     for j, task in enumerate(tasks):
-        for name, rows in [(ALL_DOMAINS, np.ones(len(domain), bool))] + [(d, domain == k) for k, d in enumerate(domain_names)]:
+        masks = [(ALL_DOMAINS, np.ones(len(domain), bool))] + [(d, domain == k) for k, d in enumerate(domain_names)]
+        for name, rows in masks:
             y = labels[rows, j]
             y = y[~np.isnan(y)]
             out[(name, task)] = (int(y.sum()), int(y.size - y.sum()))
@@ -130,8 +140,8 @@ def values(runs: list[dict[str, Any]], domain: str, task: str, metric: str) -> l
     return [math.nan] * len(runs) if cell is None else list(cell["values"])
 
 
-def seesaw_table(arms: dict[str, Any], tasks: list[str], domains: list[str], counts: dict[tuple[str, str], tuple[int, int]],
-                 min_class: int) -> list[dict[str, Any]]:
+def seesaw_table(arms: dict[str, Any], tasks: list[str], domains: list[str],
+                 counts: dict[tuple[str, str], tuple[int, int]], min_class: int) -> list[dict[str, Any]]:
     """One entry per domain x task (the ALL row first): its test label counts, ``small``, and every paired
     difference of :data:`COMPARISONS` for every metric. ``arms``: arm -> list of runs, except ``alone``:
     domain -> list of runs (a domain without an alone model has no alone comparisons)."""
@@ -299,7 +309,8 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     result["benchmark"] = benchmark(result, others) if result["oracle"] or others else None
     result["seconds"] = round(time.time() - t0, 1)  # this invocation (a resumed one reads runs back)
     every = [r for arm, runs in results.items() if arm != ALONE for r in runs]
-    result["train_seconds"] = round(sum(r["seconds"] for r in every + [r for v in results[ALONE].values() for r in v]), 1)
+    every += [r for runs in results[ALONE].values() for r in runs]
+    result["train_seconds"] = round(sum(r["seconds"] for r in every), 1)
     atomic_write(out / "results.json", json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
     atomic_write(out / "results.md", format_seesaw(result))
     plot_seesaw(result, out / "results.png")
@@ -371,10 +382,10 @@ def _diff_text(d: dict[str, Any] | None, small: bool) -> str:
 def format_seesaw(result: dict[str, Any]) -> str:
     """Markdown: per metric a domain x task table of the paired differences, the verdict lines, and (synthetic
     data or compare folders) the benchmark tables."""
-    parts = [f"# Seesaw diagnostic: {result['config_name']}\n",
-             f"Paired differences on the test split over {result['n_seeds']} seed(s) {result['seeds']}: mean ± std "
-             "(seeds with the mean's sign / seeds); * = beyond seed noise (every seed agrees and |mean| > 2 std / "
-             f"sqrt(seeds)); *small*: fewer than {result['min_class']} positive or negative test labels, not judged.\n"]
+    legend = (f"Paired differences on the test split over {result['n_seeds']} seed(s) {result['seeds']}: mean ± std "
+              "(seeds with the mean's sign / seeds); * = beyond seed noise (every seed agrees and |mean| > 2 std / "
+              f"sqrt(seeds)); *small*: fewer than {result['min_class']} positive or negative test labels, not judged.\n")
+    parts = [f"# Seesaw diagnostic: {result['config_name']}\n", legend]
     for metric in METRICS:
         header = ["domain", "task", "pos / neg"] + [name for name, _, _ in COMPARISONS]
         rows = [[c["domain"], c["task"], f"{c['positives']} / {c['negatives']}" + (" *small*" if c["small"] else "")]
@@ -394,23 +405,26 @@ def format_benchmark(result: dict[str, Any], bench: dict[str, Any]) -> str:
     parts = []
     for metric in METRICS:
         header = ["model"] + [f"{d} {t}" for d, t in keys]
-        rows = [[m] + [_mean_std(cells.get(f"{d}|{t}|{metric}")) for d, t in keys] for m, cells in bench["models"].items()]
+        rows = [[m] + [_mean_std(cells.get(f"{d}|{t}|{metric}")) for d, t in keys]
+                for m, cells in bench["models"].items()]
         if bench["oracle"]:
             rows.append(["oracle"] + [f"{bench['oracle'].get(f'{d}|{t}|{metric}', math.nan):.4f}" for d, t in keys])
         parts += [f"\n## Benchmark: test {metric.upper()} per domain x task (mean ± std over seeds)\n",
                   _md_table(header, rows)]
     if bench["gap_closed"]:
         header = ["model"] + [f"gap closed, mean {m.upper()}" for m in METRICS]
-        rows = [[m] + [f"{g[m]['mean']:+.3f} ± {g[m]['std']:.3f}" for m in METRICS] for m, g in bench["gap_closed"].items()]
-        parts += ["\n## Fraction of the gap closed between the domain-blind shared model (joint, 0) and the oracle (1)\n",
-                  _md_table(header, rows)]
+        rows = [[m] + [f"{g[k]['mean']:+.3f} ± {g[k]['std']:.3f}" for k in METRICS]
+                for m, g in bench["gap_closed"].items()]
+        title = "Fraction of the gap closed between the domain-blind shared model (joint, 0) and the oracle (1)"
+        parts += [f"\n## {title}\n", _md_table(header, rows)]
     if bench.get("vs_pepnet"):
         header = ["model"] + [f"mean cell {m.upper()}" for m in METRICS] + [f"{m.upper()} - pepnet" for m in METRICS]
         rows = [[m] + [_mean_std(paired(bench["cell_mean"][m][k], [0.0] * len(bench["cell_mean"][m][k])))
                        for k in METRICS] + [_diff_text(d[k], False) for k in METRICS]
                 for m, d in bench["vs_pepnet"].items()]
-        parts += [f"\n## Mean over the judged domain x task cells ({', '.join(bench['judged_cells'])}), paired by seed "
-                  "against PEPNet (* beyond seed noise)\n", _md_table(header, rows)]
+        title = (f"Mean over the judged domain x task cells ({', '.join(bench['judged_cells'])}), paired by seed "
+                 "against PEPNet (* beyond seed noise)")
+        parts += [f"\n## {title}\n", _md_table(header, rows)]
     return "\n".join(parts)
 
 
@@ -444,7 +458,8 @@ def plot_seesaw(result: dict[str, Any], path: Path) -> None:
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(cells)))
-        ax.set_yticklabels([f"{c['domain']} / {c['task']}" + (" (small)" if c["small"] else "") for c in cells], fontsize=7)
+        ax.set_yticklabels([f"{c['domain']} / {c['task']}" + (" (small)" if c["small"] else "") for c in cells],
+                           fontsize=7)
         ax.set_title(f"test {metric.upper()}: paired difference")
     fig.suptitle(f"{result['config_name']}: seesaw over {result['n_seeds']} seed(s); * beyond seed noise; grey: small")
     fig.tight_layout()

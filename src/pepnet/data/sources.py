@@ -122,7 +122,7 @@ def join_side_tables(frame: Frame, tables: list[SideTable]) -> Frame:
     return Frame(df, frame.files)
 
 
-def synthetic_spec(cfg: SyntheticData) -> "SyntheticSpec":
+def synthetic_spec(cfg: SyntheticData) -> SyntheticSpec:
     """The generator's spec of a config's ``data.synthetic`` section."""
     from ..datasets.synthetic import SyntheticSpec
 
