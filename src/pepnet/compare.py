@@ -23,7 +23,7 @@ from typing import Any, Callable
 
 import numpy as np
 
-from .config import ExperimentConfig, GBDTConfig, load_config, parse_config
+from .config import ExperimentConfig, GBDTConfig, as_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS, MetricsReport, evaluate
 from .run import Prepared, prepare, train_model
@@ -372,10 +372,7 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
     train.seed + 1, ...) on one prepared data set; write results.json / .csv / .md / .png to ``out``.
     The GBDT's trees are the config's ``gbdt`` section.
     Returns the results dict (as in results.json)."""
-    if not isinstance(config, ExperimentConfig):
-        config = load_config(config, overrides)
-    elif overrides:
-        config = parse_config(config.to_dict(), "<config>", overrides)
+    config = as_config(config, overrides)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got {seeds}")
     rows = entries(list(models or MODELS), ablations)

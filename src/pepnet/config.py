@@ -487,6 +487,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return parse_config(tree or {}, str(path), overrides)
 
 
+def as_config(config: ExperimentConfig | str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A config given as a file (loaded) or an ExperimentConfig, with ``overrides`` applied."""
+    if not isinstance(config, ExperimentConfig):
+        return load_config(config, overrides)
+    return parse_config(config.to_dict(), "<config>", overrides) if overrides else config
+
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -503,6 +510,7 @@ __all__ = [
     "SyntheticData",
     "TimeFeature",
     "TrainConfig",
+    "as_config",
     "load_config",
     "parse_config",
 ]

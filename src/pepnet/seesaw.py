@@ -47,7 +47,7 @@ from .compare import (
     _nan_to_none,
     aggregate,
 )
-from .config import ExperimentConfig, load_config, parse_config
+from .config import ExperimentConfig, as_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS
 
@@ -258,10 +258,7 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     benchmark table. ``resume``: reuse the runs already in ``out`` (else ``out`` must be empty or new)."""
     from .run import encode_splits, prepare
 
-    if not isinstance(config, ExperimentConfig):
-        config = load_config(config, overrides)
-    elif overrides:
-        config = parse_config(config.to_dict(), "<config>", overrides)
+    config = as_config(config, overrides)
     if seeds < 1:
         raise ValueError(f"--seeds must be >= 1; got {seeds}")
     out = Path(out)
