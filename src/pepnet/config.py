@@ -488,10 +488,13 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
 
 
 def as_config(config: ExperimentConfig | str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
-    """A config given as a file (loaded) or an ExperimentConfig, with ``overrides`` applied."""
+    """A config given as an object or as the path of a YAML file, with ``--set`` overrides applied (the one
+    place that resolves them for ``fit``, ``compare`` and ``stream``)."""
     if not isinstance(config, ExperimentConfig):
         return load_config(config, overrides)
-    return parse_config(config.to_dict(), "<config>", overrides) if overrides else config
+    if overrides:
+        return parse_config(config.to_dict(), "<config>", overrides)
+    return config
 
 
 __all__ = [

@@ -38,15 +38,9 @@ from typing import Any
 
 import numpy as np
 
-from .compare import (
-    MEAN,
-    METRICS,
-    Progress,
-    _duration,
-    _md_table,
-    _nan_to_none,
-    aggregate,
-)
+from .compare.progress import Progress, duration
+from .compare.render import _md_table, nan_to_none
+from .compare.results import MEAN, METRICS, aggregate
 from .config import ExperimentConfig, as_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS
@@ -207,7 +201,7 @@ def _domain_prep(config: ExperimentConfig, prep: Any, domain: str) -> Any:
     import polars as pl
 
     from .data.sources import Frame
-    from .run import encode_splits
+    from .prepare import encode_splits
 
     col = config.schema_.domain
     frames = {k: Frame(f.df.filter(pl.col(col).cast(pl.Utf8) == domain), f.files) for k, f in prep.frames.items()}
@@ -243,10 +237,11 @@ def _train(arm: Arm, prep: Any, seed: int, out: Path, resume: bool, progress: Pr
     start = time.time()
     tree = arm.config.to_dict()
     tree["train"] = {**tree["train"], "seed": seed}
-    trained = train_model(parse_config(tree, f"{arm.label} seed {seed}"), prep, run_dir, log=progress.message)
+    trained = train_model(parse_config(tree, f"{arm.label} seed {seed}"), prep, run_dir, log=progress.message,
+                          callbacks=[progress])
     run = {"seed": seed, "best_epoch": trained.state.best_epoch, "seconds": round(time.time() - start, 1),
            "report": trained.report.to_dict()}
-    atomic_write(done, json.dumps(_nan_to_none(run), allow_nan=False))
+    atomic_write(done, json.dumps(nan_to_none(run), allow_nan=False))
     return run
 
 
@@ -256,7 +251,7 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     """Run the diagnostic (module docstring) and write results.json / .md / .png to ``out``; returns the results
     dict. ``compare_dirs``: folders of ``pepnet compare`` runs on the same data and seeds, whose models join the
     benchmark table. ``resume``: reuse the runs already in ``out`` (else ``out`` must be empty or new)."""
-    from .run import encode_splits, prepare
+    from .prepare import encode_splits, prepare
 
     config = as_config(config, overrides)
     if seeds < 1:
@@ -279,7 +274,7 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     arms = [Arm(JOINT, blind), Arm(PEPNET, with_model(config, "pepnet"))]
     arms += [Arm(SINGLE + t, single_task(blind, t)) for t in tasks]
     arms += [Arm(f"{ALONE}:{d}", blind, d) for d in judged]
-    progress = Progress(len(arms) * seeds, blind.train.epochs, log)
+    progress = Progress([False] * (len(arms) * seeds), blind.train.epochs * (2 if blind.train.refit else 1), log)
     results: dict[str, Any] = {ALONE: {}}
     for arm in arms:
         if arm.domain is not None:
@@ -308,10 +303,10 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
     every = [r for arm, runs in results.items() if arm != ALONE for r in runs]
     every += [r for runs in results[ALONE].values() for r in runs]
     result["train_seconds"] = round(sum(r["seconds"] for r in every), 1)
-    atomic_write(out / "results.json", json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
+    atomic_write(out / "results.json", json.dumps(nan_to_none(result), indent=1, allow_nan=False))
     atomic_write(out / "results.md", format_seesaw(result))
     plot_seesaw(result, out / "results.png")
-    log(f"written: {out / 'results.json'}, results.md, results.png ({_duration(result['seconds'])} in all)")
+    log(f"written: {out / 'results.json'}, results.md, results.png ({duration(result['seconds'])} in all)")
     return result
 
 

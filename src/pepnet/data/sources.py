@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING
 import polars as pl
 
 from ..config import DataConfig, SideTable, SyntheticData
-from .errors import DataError
+from ..errors import DataError
 
 if TYPE_CHECKING:
     from ..datasets.synthetic import SyntheticSpec
