@@ -191,7 +191,8 @@ def bench(
         for v in variant:
             label, _, rest = v.partition(":")
             variants[label.strip()] = rest.split()
-    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size, infer_batch_size=infer_batch_size,
+    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size,
+                       infer_batch_size=infer_batch_size,
                        steps=steps, repeats=repeats, warmup=warmup, threads=threads, overrides=set_,
                        variants=variants, reference=reference, ablations=ablations,
                        command="pepnet " + " ".join(sys.argv[1:]))

@@ -287,7 +287,8 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
             contenders.append(_warm(pepnet_contender(name, cfg, data, layout, dev, ib), warmup))
         except Exception as exc:
             log(f"[{name}] failed: {type(exc).__name__}: {exc}")
-            failed.append({"variant": name, "batch_size": cfg.train.batch_size, "error": f"{type(exc).__name__}: {exc}"})
+            failed.append({"variant": name, "batch_size": cfg.train.batch_size,
+                           "error": f"{type(exc).__name__}: {exc}"})
     if reference:
         contenders.append(_warm(reference_contender(config, prep, layout, dev, ib), warmup))
     log(f"{len(contenders)} contenders warmed up; {repeats} interleaved rounds of {steps} steps each")
@@ -358,7 +359,8 @@ def format_table(result: dict) -> str:
         if "error" in r:
             lines.append(f"{r['variant']:<13} {r['batch_size']:<6} failed: {r['error'][:200]}")
             continue
-        cells = [r["variant"], str(r["batch_size"]), _cell(r, "train_sps", _si), _cell(r, "train_fraction_of_bound", pct),
+        cells = [r["variant"], str(r["batch_size"]), _cell(r, "train_sps", _si),
+                 _cell(r, "train_fraction_of_bound", pct),
                  _cell(r, "infer_sps", _si), _cell(r, "infer_fraction_of_bound", pct),
                  _cell(r, "train_vs_reference", x2), _cell(r, "infer_vs_reference", x2),
                  f"{_si(r['train_flops_per_sample'])} / {_si(r['infer_flops_per_sample'])}"]

@@ -63,7 +63,8 @@ class ReferencePEPNet(nn.Module):
             self.epnet_gate = Gate((len(self.domain) + len(self.general)) * d, cfg.gate_hidden, out, cfg.gamma)
         dims = [n_gen, *cfg.hidden_units]
         self.towers = nn.ModuleList(
-            nn.ModuleList([*(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)), nn.Linear(dims[-1], 1)])
+            nn.ModuleList([*(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)),
+                           nn.Linear(dims[-1], 1)])
             for _ in range(T))
         self.dropout = nn.Dropout(cfg.dropout)
         if self.use_ppnet:
@@ -147,7 +148,8 @@ def local_ids(sparse: np.ndarray, sparse_fields: list[FieldInfo]) -> np.ndarray:
     return sparse - np.asarray([f.offset for f in sparse_fields], dtype=sparse.dtype)
 
 
-def shuffled_batches(tensors: tuple[torch.Tensor, ...], batch_size: int, seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
+def shuffled_batches(tensors: tuple[torch.Tensor, ...], batch_size: int,
+                     seed: int) -> Iterator[tuple[torch.Tensor, ...]]:
     """Endless shuffled mini-batches of in-memory tensors (same first dimension N), one permutation per
     epoch, the last partial batch dropped: tuples of ``t[idx]``."""
     n = tensors[0].shape[0]
