@@ -26,6 +26,10 @@ def test_gemm_recorder_counts_linear_flops_forward_and_backward():
     with GemmRecorder() as bm:
         torch.baddbmm(torch.zeros(3, 1, 5), x.detach().expand(3, -1, -1), w)
     assert bm.flops == 2 * 3 * 7 * 12 * 5
+    with torch.inference_mode(), GemmRecorder() as inf:      # reaches the dispatcher as aten.linear
+        lin(x)
+    assert inf.flops == 2 * 7 * 12 * 5
+    assert replay_seconds(inf.gemms, torch.device("cpu"), repeats=1, min_seconds=0.001) > 0
     assert replay_seconds(fwd.gemms + bm.gemms, torch.device("cpu"), repeats=1, min_seconds=0.001) > 0
 
 
@@ -61,5 +65,7 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     assert "train_vs_reference" not in rows["reference"]
     # training GEMMs are ~3x the forward ones (input and weight gradients), the reference runs the same FLOPs
     assert 2.0 < plain["train_flops_per_sample"] / plain["infer_flops_per_sample"] < 3.2
-    assert rows["reference"]["train_flops_per_sample"] == pytest.approx(plain["train_flops_per_sample"], rel=0.02)
+    for what in ("train", "infer"):
+        assert rows["reference"][f"{what}_flops_per_sample"] == pytest.approx(plain[f"{what}_flops_per_sample"],
+                                                                            rel=0.02), what
     assert [a["name"].split()[0] for a in r["ablations"]] == ["towers", "embedding", "embedding"]
