@@ -261,10 +261,16 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
+    from .export.publish import current_version, is_models_dir
+    from .export.serving import MODEL_FILE
     from .serve.app import Settings, run
 
-    if not source.exists():
-        raise FileNotFoundError(f"{source} does not exist; expected an export or a models directory")
+    if is_models_dir(source) and current_version(source) is None:
+        raise FileNotFoundError(f"{source} has no published version yet (no 'current'); publish one with "
+                                "`pepnet export RUN_DIR --publish MODELS_DIR`")
+    if not is_models_dir(source) and not (source / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{source} is neither an export directory (no {MODEL_FILE}) nor a models directory "
+                                "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`")
     run(Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
         host=host, port=port, workers=workers, access_log=access_log)
 
