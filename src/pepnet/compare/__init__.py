@@ -130,7 +130,7 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
     log("writing results.json, results.csv, results.md, results.png")
     atomic_write(out / "results.json", json.dumps(nan_to_none(result), indent=1, allow_nan=False))
     write_csv(result, out / "results.csv")
-    (out / "results.md").write_text(format_tables(result))
+    atomic_write(out / "results.md", format_tables(result))
     plot(result, out / "results.png")
     log(f"written: {out / 'results.json'}, results.csv, results.md, results.png ({duration(result['seconds'])} in all)")
     return result

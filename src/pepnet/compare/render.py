@@ -3,12 +3,14 @@ CSV (every cell with its values) and a PNG bar chart."""
 from __future__ import annotations
 
 import csv
+import io
 import math
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ..fileio import atomic_write, write_figure
 from ..metrics import ALL_DOMAINS
 from .gbdt import NAME as GBDT
 from .results import MEAN, METRICS
@@ -113,15 +115,16 @@ def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
 
 
 def write_csv(result: dict[str, Any], path: Path) -> None:
-    with path.open("w", newline="") as fh:
-        w = csv.writer(fh)
-        w.writerow(["model", "domain", "task", "metric", "mean", "std", "n_seeds", "values"])
-        for label, entry in result["models"].items():
-            for key, cell in entry["aggregate"].items():
-                d, t, m = key.split("|")
-                w.writerow([label, d, t, m, "" if math.isnan(cell["mean"]) else f"{cell['mean']:.6f}",
-                            "" if math.isnan(cell["std"]) else f"{cell['std']:.6f}", cell["n"],
-                            ";".join("" if math.isnan(v) else f"{v:.6f}" for v in cell["values"])])
+    buf = io.StringIO(newline="")
+    w = csv.writer(buf)
+    w.writerow(["model", "domain", "task", "metric", "mean", "std", "n_seeds", "values"])
+    for label, entry in result["models"].items():
+        for key, cell in entry["aggregate"].items():
+            d, t, m = key.split("|")
+            w.writerow([label, d, t, m, "" if math.isnan(cell["mean"]) else f"{cell['mean']:.6f}",
+                        "" if math.isnan(cell["std"]) else f"{cell['std']:.6f}", cell["n"],
+                        ";".join("" if math.isnan(v) else f"{v:.6f}" for v in cell["values"])])
+    atomic_write(path, buf.getvalue())
 
 
 def plot(result: dict[str, Any], path: Path) -> None:
@@ -154,7 +157,7 @@ def plot(result: dict[str, Any], path: Path) -> None:
             ax.grid(axis="y", alpha=0.3)
     fig.suptitle(f"{result['config_name']}: mean ± std over {result['n_seeds']} seed(s)")
     fig.tight_layout()
-    fig.savefig(path, dpi=110)
+    write_figure(fig, path, dpi=110)
     plt.close(fig)
 
 
