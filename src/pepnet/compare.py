@@ -14,19 +14,23 @@ in bold), ``results.png`` (AUC / GAUC per task with one bar per model), ``runs/<
 from __future__ import annotations
 
 import csv
+import itertools
 import json
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
 import numpy as np
 
-from .config import ExperimentConfig, GBDTConfig, load_config, parse_config
+from .config import GBDT_GRID, ExperimentConfig, GBDTConfig, load_config, parse_config
 from .fileio import atomic_write
 from .metrics import ALL_DOMAINS, MetricsReport, evaluate
-from .run import Prepared, prepare, train_model
+from .compare_stats import add_statistics, paired_table
+from .data.errors import DataWarning
+from .run import Prepared, complete_run_dir, prepare, run_info, train_model
 
 GBDT = "gbdt"
 MODELS = ("shared_bottom", "mmoe", "ple", "star", "epnet_only", "ppnet_only", "pepnet", GBDT)
@@ -79,7 +83,7 @@ def entries(models: list[str], ablations: bool) -> list[Entry]:
 
 
 def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str], None] = print,
-             refit_config: ExperimentConfig | None = None) -> tuple[MetricsReport, dict[str, Any]]:
+             refit_config: ExperimentConfig | None = None) -> tuple[MetricsReport, dict[str, Any], np.ndarray]:
     """One sklearn HistGradientBoostingClassifier per task on the encoder's raw statistics of the past
     (:meth:`Encoder.stat_values`: training rows see earlier rows only, evaluation rows the training split, and
     the test rows with ``split.test_stats: train+valid`` the validation split too).
@@ -88,7 +92,11 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
     ``params.max_iter``, is chosen by validation AUC (staged predictions); the test
     split is predicted once, by the trees up to that round. With ``refit_config`` (``train.refit``), trees with
     that many rounds are trained afresh on training + validation rows (:meth:`Prepared.for_refit`) and predict
-    the test split instead. Returns (test report, {task: best rounds}).
+    the test split instead. With ``params.tune`` (``gbdt: auto``), each task's trees are those of the
+    :func:`gbdt_candidates` setting with the best validation AUC. Returns (test report, {task: best rounds, or
+    with ``tune`` {"rounds", "setting"}}, test predictions [N_test, T_reported]).
+
+    The trees are deterministic (no subsampling, no early-stopping split), so ``pepnet compare`` fits them once.
     """
     from sklearn.metrics import roc_auc_score
 
@@ -103,22 +111,36 @@ def fit_gbdt(prep: Prepared, seed: int, params: GBDTConfig, log: Callable[[str],
     probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
     rounds: dict[str, int] = {}
     cols = enc.reported_columns
-    for j, (t, task) in enumerate(zip(cols, enc.reported_tasks)):  # one tree per reported task (auxiliary tasks help only shared models)
-        clf = gbdt_fit(prep, x, t, params, params.max_iter, seed)
-        keep = ~np.isnan(prep.encoded["valid"].labels[:, t])
-        yv = prep.encoded["valid"].labels[keep, t]
-        scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
-                  for p in clf.staged_predict_proba(x["valid"][keep])]
-        best = int(np.argmax(scores))
-        rounds[task] = best + 1
+    keep_valid = ~np.isnan(prep.encoded["valid"].labels)
+    for j, (t, task) in enumerate(zip(cols, enc.reported_tasks, strict=True)):  # auxiliary tasks: none
+        yv = prep.encoded["valid"].labels[keep_valid[:, t], t]
+        fits = []  # (valid AUC, rounds, setting, trees) of each candidate setting at its best round
+        for setting in gbdt_candidates(params):
+            clf = gbdt_fit(prep, x, t, setting, setting.max_iter, seed)
+            scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
+                      for p in clf.staged_predict_proba(x["valid"][keep_valid[:, t]])]
+            fits.append((max(scores), int(np.argmax(scores)) + 1, setting, clf))
+        score, best, setting, clf = max(fits, key=lambda f: f[0])  # the first of equals: the config's order
+        rounds[task] = {"rounds": best, "setting": setting.grid_point()} if params.tune else best
         if refit:
-            probs[:, j] = gbdt_fit(final, x_final, t, params, best + 1, seed).predict_proba(x_final["test"])[:, 1]
+            probs[:, j] = gbdt_fit(final, x_final, t, setting, best, seed).predict_proba(x_final["test"])[:, 1]
         else:
-            probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best)[:, 1]
-        log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
+            probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x["test"])) if i == best - 1)[:, 1]
+        log(f"gbdt {task}: {best} rounds (valid AUC {score:.4f})"
+            + (f", tuned {setting.grid_point()} of {len(fits)} settings" if params.tune else "")
             + (", refit on training + validation rows" if refit else ""))
     report = evaluate(probs, test.labels[:, cols], test.domain, test.user, enc.reported_tasks, test.domain_names)
-    return report, rounds
+    return report, rounds, probs
+
+
+def gbdt_candidates(params: GBDTConfig) -> list[GBDTConfig]:
+    """The tree settings ``fit_gbdt`` chooses from on validation: ``params`` itself, or with ``params.tune``
+    every point of :data:`pepnet.config.GBDT_GRID` (other keys from ``params``)."""
+    if not params.tune:
+        return [params]
+    keys = list(GBDT_GRID)
+    return [params.model_copy(update=dict(zip(keys, values, strict=True)))
+            for values in itertools.product(*(GBDT_GRID[k] for k in keys))]
 
 
 def gbdt_fit(prep: Prepared, x: dict[str, np.ndarray], task: int, params: GBDTConfig, rounds: int, seed: int):
@@ -258,36 +280,6 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def reference_model(labels: list[str]) -> str:
-    """The model the others are paired against: the GBDT when compared, else shared-bottom, else the first."""
-    return next((m for m in (GBDT, "shared_bottom") if m in labels), labels[0])
-
-
-def paired_table(result: dict[str, Any]) -> str | None:
-    """Markdown: every other model against :func:`reference_model`, seed by seed (the k-th run of every model
-    has the same seed): mean difference of the overall AUC of each task and on how many seeds the model is
-    ahead. None with one seed or one model."""
-    labels = list(result["models"])
-    if result["n_seeds"] < 2 or len(labels) < 2:
-        return None
-    ref = reference_model(labels)
-
-    def values(model: str, task: str) -> np.ndarray:
-        return np.asarray(result["models"][model]["aggregate"][f"{ALL_DOMAINS}|{task}|auc"]["values"], dtype=float)
-
-    rows = []
-    for m in (m for m in labels if m != ref):
-        row = [m]
-        for task in result["tasks"]:
-            d = values(m, task) - values(ref, task)
-            d = d[~np.isnan(d)]
-            row += [f"{d.mean():+.4f}" if d.size else "—", f"{int((d > 0).sum())} / {d.size}"]
-        rows.append(row)
-    header = ["model"] + [h for t in result["tasks"] for h in (f"{t} AUC - {ref}", f"{t} ahead on")]
-    return (f"Paired by seed against {ref} (overall test AUC): mean difference, and on how many seeds the model "
-            f"is ahead.\n\n" + _md_table(header, rows))
-
-
 def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     """Markdown: the overall table (models x task x AUC/GAUC and their mean over tasks), then per task and
     metric a domains x models table. Cells are mean ± std over seeds; the best mean of each column is bold
@@ -301,6 +293,7 @@ def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     rows = [[m] + [_cell(agg, m, k, best[k]) for k in keys] for m in labels]
     parts = [f"Test split, mean ± std over {result['n_seeds']} seed(s); best of each column in bold.\n",
              _md_table(header, rows)]
+    parts += [f"\nwarning: {w}" for w in result.get("warnings", [])]
     paired = paired_table(result)
     if paired:
         parts += ["", paired]
@@ -384,21 +377,25 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
     t0 = time.time()
     prep = prepare(config, log=log)
     log(f"data prepared once in {time.time() - t0:.1f}s; {len(rows)} model(s) x {seeds} seed(s)")
-    progress = Progress(len(rows) * seeds, config.train.epochs, log)
+    runs_of = {e.label: 1 if e.model == GBDT else seeds for e in rows}  # the GBDT is deterministic: fitted once
+    progress = Progress(sum(runs_of.values()), config.train.epochs, log)
     result: dict[str, Any] = {
         "config_name": config.name, "config": config.to_dict(), "n_seeds": seeds,
         "tasks": prep.encoder.reported_tasks, "domains": prep.encoded["test"].domain_names, "models": {},
     }
+    test_probs: dict[str, np.ndarray] = {}
+    provenance: dict[str, Any] | None = None
     for entry in rows:
-        runs = []
-        for k in range(seeds):
+        runs, probs = [], []
+        for k in range(runs_of[entry.label]):
             seed = config.train.seed + k
             progress.begin(entry.label, seed)
             start = time.time()
             if entry.model == GBDT:
-                report, rounds = fit_gbdt(prep, seed, config.gbdt, log=progress.message,
-                                          refit_config=config if config.train.refit else None)
-                run = {"seed": seed, "gbdt_rounds": rounds}
+                report, rounds, p = fit_gbdt(prep, seed, config.gbdt, log=progress.message,
+                                             refit_config=config if config.train.refit else None)
+                probs.append(p)
+                run = {"seed": seed, "gbdt_rounds": rounds, "fitted_once": True}
             else:
                 tree = config.to_dict()
                 tree["model"] = {**tree["model"], "name": entry.model, **entry.overrides}
@@ -407,17 +404,25 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
                 run_dir = out / "runs" / entry.label.replace("[", "_").replace("]", "").replace("=", "-") / f"seed{seed}"
                 trained = train_model(cfg, prep, run_dir, log=progress.message)
                 state, report = trained.state, trained.report
+                probs.append(trained.test_probs)
+                provenance = provenance or run_info(config, prep)  # hashes the data: once
+                complete_run_dir(run_dir, cfg, prep, trained, provenance)
                 run = {"seed": seed, "best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history}
             progress.end()
             run.update(seconds=round(time.time() - start, 1), report=report.to_dict())
             runs.append(run)
             log(f"{progress.label} done in {_duration(run['seconds'])}: test "
                 + ", ".join(f"{r['task']} AUC {r['auc']:.4f}" for r in report.overall()))
+        test_probs[entry.label] = np.stack(probs)
         agg = aggregate(runs)
         result["models"][entry.label] = {
             "model": entry.model, "overrides": entry.overrides, "runs": runs,
             "aggregate": {"|".join(k): v for k, v in agg.items()},
         }
+    test = prep.encoded["test"]
+    for line in add_statistics(result, test_probs, test.labels[:, prep.encoder.reported_columns], test.domain,
+                               test.user):
+        warnings.warn(line, DataWarning, stacklevel=2)
     result["seconds"] = round(time.time() - t0, 1)
     atomic_write(out / "results.json", json.dumps(_nan_to_none(result), indent=1, allow_nan=False))
     write_csv(result, out / "results.csv")

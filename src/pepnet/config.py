@@ -326,18 +326,41 @@ class TrainConfig(_Strict):
         "layout (row_wise needs GPUs). See docs/distributed.md")
 
 
+GBDT_GRID: dict[str, tuple[float | int, ...]] = {
+    "learning_rate": (0.05, 0.1),
+    "max_leaf_nodes": (7, 31, 127),
+    "min_samples_leaf": (20, 200),
+}
+"""The settings ``gbdt: auto`` tries (12 in all, rounds chosen on validation for each): small to large trees,
+each with few or many rows per leaf, at two learning rates."""
+
+
 class GBDTConfig(_Strict):
     """The GBDT reference model of ``pepnet compare`` (model ``gbdt``): one scikit-learn
     HistGradientBoostingClassifier per reported task on the statistics of the past (``schema.stats``).
 
     The number of boosting rounds is chosen per task on validation AUC, up to ``max_iter``. The defaults are
-    scikit-learn's, except the learning rate (0.05 instead of 0.1)."""
+    scikit-learn's, except the learning rate (0.05 instead of 0.1). ``gbdt: auto`` (short for ``gbdt: {tune:
+    true}``) also chooses the learning rate, leaves and rows per leaf per task on validation AUC, from
+    :data:`GBDT_GRID`."""
 
     max_iter: int = Field(300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)")
     learning_rate: float = Field(0.05, gt=0, description="shrinkage of each tree")
     max_leaf_nodes: int = Field(31, ge=2, description="leaves per tree")
     min_samples_leaf: int = Field(20, ge=1, description="fewest training rows in a leaf")
     l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on the leaf values")
+    tune: bool = Field(False, description="choose learning_rate, max_leaf_nodes and min_samples_leaf per task on "
+                       "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
+                       "`gbdt: auto` sets it")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _auto(cls, data: Any) -> Any:
+        return {"tune": True} if data == "auto" else data
+
+    def grid_point(self) -> dict[str, float | int]:
+        """The values of this setting's :data:`GBDT_GRID` keys."""
+        return {k: getattr(self, k) for k in GBDT_GRID}
 
 
 class ExperimentConfig(_Strict):
