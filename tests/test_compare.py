@@ -224,3 +224,46 @@ def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
     assert sorted(calls) == sorted([len(prep.frames["train"].df), len(prep.frames["valid"].df),
                                     len(final.frames["train"].df), len(final.frames["test"].df)])
     assert set(prep.stat_cache) == {"train", "valid"} and set(final.stat_cache) == {"train", "test"}
+
+
+def test_gbdt_auto_tunes_the_grid_on_validation(monkeypatch):
+    """``gbdt: auto`` fits every grid point per task and keeps the best on validation AUC: never worse on
+    validation than the default trees (a point of the grid)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    cfg = parse_config({**TREE, "gbdt": "auto"}, overrides=["gbdt.max_iter=15"])
+    assert cfg.gbdt.tune and len(cmp.gbdt_candidates(cfg.gbdt)) == 12 == len(set(map(str, cmp.gbdt_candidates(cfg.gbdt))))
+    assert cmp.gbdt_candidates(parse_config(dict(TREE)).gbdt) == [parse_config(dict(TREE)).gbdt]  # no tune: as is
+    GBDT_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (31,), "min_samples_leaf": (20, 200)}  # 4 fits
+    monkeypatch.setattr(cmp, "GBDT_GRID", GBDT_GRID)  # (the default trees are a point of it) to keep the test short
+    prep = run_module.prepare(cfg, log=lambda _: None)
+    built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
+    tuned_log: list[str] = []
+    _, chosen, probs = cmp.fit_gbdt(prep, 42, cfg.gbdt, log=tuned_log.append)
+    assert len(built) == 2 * 4 and probs.shape == (len(prep.encoded["test"]), 2)
+    assert {(p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"]) for p in built} == \
+        set(__import__("itertools").product(*GBDT_GRID.values()))
+    default_log: list[str] = []
+    cmp.fit_gbdt(prep, 42, parse_config(dict(TREE), overrides=["gbdt.max_iter=15"]).gbdt, log=default_log.append)
+    for task, tuned, default in zip(("click", "like"), tuned_log, default_log, strict=True):
+        assert chosen[task]["setting"]["max_leaf_nodes"] == 31 and 1 <= chosen[task]["rounds"] <= 15
+        assert "tuned" in tuned
+        auc_of = lambda line: float(line.split("valid AUC ")[1][:6])  # noqa: E731
+        assert auc_of(tuned) >= auc_of(default)
+
+
+def test_per_seed_runs_are_full_run_directories(result):
+    """evaluate / gates / report read a compare's per-seed run as they read a `pepnet fit` run."""
+    from pepnet.run import PREDICTIONS_FILE, Run
+
+    out, res, _, _ = result
+    run_dir = out / "runs" / "pepnet" / "seed43"
+    for name in ("config.yaml", "encoder", "run.json", "metrics.json", "metrics.csv", PREDICTIONS_FILE):
+        assert (run_dir / name).exists(), name
+    run = Run.load(run_dir)
+    assert run.config.train.seed == 43
+    assert json.loads((run_dir / "run.json").read_text())["seed"] == 43
+    again = run.evaluate()
+    stored = res["models"]["pepnet"]["runs"][1]["report"]["overall"]["click"]["auc"]
+    assert again.get("click")["auc"] == pytest.approx(stored, abs=1e-6)
+    assert CliRunner().invoke(app, ["gates", str(run_dir), "--out", str(out / "g")]).exit_code == 0

@@ -220,15 +220,18 @@ def gates(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
-    from .gates import run_gates
+    from .gates import run_gates, top_fields
     from .run import Run
 
     run = Run.load(run_dir)
     encoded = run._encode_files(data)[1] if data else run.test_data()
     summary = run_gates(run, encoded)
     paths = summary.write(out or run_dir)
+    if summary.epnet is not None and summary.epnet.width > 9:  # more fields than fit a terminal: the top ones
+        typer.echo(top_fields(summary.epnet))
     with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):
-        for table in (summary.epnet, summary.ppnet):
+        for table in (summary.epnet if summary.epnet is not None and summary.epnet.width <= 9 else None,
+                      summary.ppnet):
             if table is not None:
                 typer.echo(table)
     typer.echo("written: " + ", ".join(str(p) for p in paths))

@@ -328,6 +328,9 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from .plotfonts import use_fonts
+
+    use_fonts()
     labels = list(result["models"])
     tasks = list(result["tasks"])
     fig, axes = plt.subplots(len(METRICS), len(tasks), figsize=(max(6.0, 0.9 * len(labels)) * len(tasks), 3.6 * len(METRICS)),

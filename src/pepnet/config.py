@@ -353,11 +353,6 @@ class GBDTConfig(_Strict):
                        "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
                        "`gbdt: auto` sets it")
 
-    @model_validator(mode="before")
-    @classmethod
-    def _auto(cls, data: Any) -> Any:
-        return {"tune": True} if data == "auto" else data
-
     def grid_point(self) -> dict[str, float | int]:
         """The values of this setting's :data:`GBDT_GRID` keys."""
         return {k: getattr(self, k) for k in GBDT_GRID}
@@ -473,6 +468,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[s
 def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
+    if tree.get("gbdt") == "auto":  # so that --set gbdt.max_iter=... applies to it
+        tree = {**tree, "gbdt": {"tune": True}}
     apply_overrides(tree, overrides)
     try:
         return ExperimentConfig.model_validate(tree)
