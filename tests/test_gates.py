@@ -58,7 +58,7 @@ def test_top_fields_is_compact_with_many_fields():
     assert max(map(len, lines[1:])) < 80
 
 
-def test_cjk_domain_names_render_as_glyphs(tmp_path):
+def test_cjk_domain_names_render_as_glyphs(tmp_path, monkeypatch):
     """With a CJK font installed, matplotlib finds a glyph for every character (no 'missing glyph' warning);
     without one, the plot still renders."""
     import warnings
@@ -78,11 +78,13 @@ def test_cjk_domain_names_render_as_glyphs(tmp_path):
     if font is None:
         pytest.skip("no CJK font installed (Debian: apt-get install fonts-noto-cjk)")
     assert font == cjk_font() and missing == []
-    fig, ax = plt.subplots()
-    from matplotlib import font_manager
+    import pepnet.plotfonts
 
-    text = ax.text(0, 0, "书籍")
-    assert font_manager.findfont(font_manager.FontProperties(family=font)) in \
-        [font_manager.findfont(font_manager.FontProperties(family=f)) for f in text.get_fontfamily()] or \
-        font in matplotlib.rcParams["font.sans-serif"]
-    plt.close(fig)
+    monkeypatch.setattr(pepnet.plotfonts, "cjk_font", lambda: None)  # without the font: boxes, and a warning
+    use_fonts()
+    with warnings.catch_warnings(record=True) as caught:
+        warnings.simplefilter("always")
+        summary.plot(tmp_path / "boxes.png")
+    assert any("missing from font" in str(w.message) for w in caught)
+    monkeypatch.undo()
+    use_fonts()

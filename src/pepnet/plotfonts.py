@@ -18,13 +18,13 @@ def cjk_font() -> str | None:
 
 
 def use_fonts() -> str | None:
-    """Set matplotlib's sans-serif list to DejaVu Sans then the installed CJK font (matplotlib falls back
-    glyph by glyph); returns that CJK font, or None when none is installed."""
+    """Set matplotlib's font families to DejaVu Sans then the installed CJK font (matplotlib >= 3.6 falls back
+    glyph by glyph along ``font.family``, not along a generic family's list); returns that CJK font, or None
+    when none is installed."""
     import matplotlib
 
     font = cjk_font()
-    matplotlib.rcParams["font.family"] = ["sans-serif"]
-    matplotlib.rcParams["font.sans-serif"] = ["DejaVu Sans", *([font] if font else [])]
+    matplotlib.rcParams["font.family"] = ["DejaVu Sans", *([font] if font else [])]
     return font
 
 
