@@ -267,3 +267,21 @@ def test_per_seed_runs_are_full_run_directories(result):
     stored = res["models"]["pepnet"]["runs"][1]["report"]["overall"]["click"]["auc"]
     assert again.get("click")["auc"] == pytest.approx(stored, abs=1e-6)
     assert CliRunner().invoke(app, ["gates", str(run_dir), "--out", str(out / "g")]).exit_code == 0
+
+
+def test_default_chooses_the_epoch_on_validation_and_epochs_1_says_it_does_not(tmp_path):
+    """Epochs for new data: the default chooses the epoch on validation; `epochs: 1` says that it chooses nothing."""
+    from pathlib import Path
+
+    from pepnet.config import TrainConfig
+    from pepnet.run import fit
+
+    assert TrainConfig().epochs > 1 and TrainConfig().patience > 0
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    assert "epochs: 1 (ciao.yaml, where validation chose it) chooses nothing" in doc
+    lines: list[str] = []
+    fit(parse_config({**TREE, "train": {**TREE["train"], "epochs": 1}}), tmp_path / "one", log=lines.append)
+    assert any("train.epochs is 1, so no epoch is chosen on validation" in ln for ln in lines)
+    lines.clear()
+    fit(parse_config(dict(TREE)), tmp_path / "two", log=lines.append)  # epochs 2
+    assert not any("no epoch is chosen" in ln for ln in lines)

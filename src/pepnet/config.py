@@ -138,7 +138,9 @@ class Groups(_Strict):
 class SchemaConfig(_Strict):
     domain: str = Field(description="column holding the domain (scenario) of each row")
     user: str = Field(description="column of the user key; GAUC groups by it")
-    time: str | None = Field(None, description="column of the event time (unix seconds or datetime)")
+    time: str | None = Field(None, description="column of the event time: unix seconds (integer), a datetime, or "
+                             "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
+                             "is converted to UTC)")
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
     features: list[FeatureSpec] = Field(default_factory=list)
     stats: list[StatFeature] = Field(default_factory=list)

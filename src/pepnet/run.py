@@ -398,6 +398,9 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
         _check_same_data(out, prep)
     elif main:
         _write_run_info(out, config, prep)
+    if tc.epochs == 1 and "valid" in prep.encoded:
+        log("note: train.epochs is 1, so no epoch is chosen on validation; for new data keep the default "
+            "(5, with patience 2) or raise it (docs/configuration.md, train.epochs)")
     trained = train_model(config, prep, out, resume=resume, log=log)
     state, report = trained.state, trained.report
     if main:

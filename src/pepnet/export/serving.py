@@ -23,7 +23,7 @@ import torch
 
 from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
-from ..data.validate import validate
+from ..data.validate import validated
 from ..fileio import atomic_write
 
 MODEL_FILE = "model.pt2"
@@ -99,7 +99,7 @@ class Predictor:
             else Frame(data.with_columns(pl.lit(0, dtype=pl.UInt16).alias("__file"),
                                          pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")), ["<frame>"])
         schema = self.encoder.schema
-        validate(frame, schema, labels=False)
+        frame = validated(frame, schema, labels=False)  # ISO date text in the time column is parsed
         enc = self.encoder.transform(frame.df)
         sparse, dense = torch.from_numpy(enc.sparse), torch.from_numpy(enc.dense)
         probs = np.concatenate([
