@@ -3,7 +3,9 @@ from __future__ import annotations
 
 import numpy as np
 
+from pepnet.compare import aggregate
 from pepnet.compare_stats import MAX_WIDTH, add_statistics, paired_table
+from pepnet.metrics import evaluate
 
 
 def _case(n_users: int, rows_per_user: int = 5, seed: int = 0):
@@ -28,9 +30,6 @@ def _case(n_users: int, rows_per_user: int = 5, seed: int = 0):
     probs = {"shared_bottom": seeds(0.0), "pepnet": seeds(1.0)}
     probs["pepnet"][..., 1] = probs["shared_bottom"][..., 1] + rng.normal(scale=1e-3, size=(3, n))  # b: equal
     domain = (users % 2).astype(np.int64)
-    from pepnet.metrics import evaluate
-
-    from pepnet.compare import aggregate
 
     result = {"tasks": ["a", "b"], "domains": ["d0", "d1"], "n_seeds": 3, "models": {}}
     for m, p in probs.items():

@@ -66,8 +66,6 @@ def test_cjk_domain_names_render_as_glyphs(tmp_path, monkeypatch):
     import matplotlib
 
     matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
     font = use_fonts()
     summary = summarise_gates(FakeGated(3, 1), _data(), ["a", "b", "c"], ["t"])
     with warnings.catch_warnings(record=True) as caught:

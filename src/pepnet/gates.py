@@ -81,8 +81,8 @@ def top_fields(epnet: pl.DataFrame, k: int = 5) -> str:
     values = epnet.select(fields).to_numpy()
     names = [str(d) for d in epnet[label].to_list()]
     width = max(map(len, names), default=0)
-    lines = [f"EPNet: per domain, the {min(k, len(fields))} of {len(fields)} fields whose mean gate is farthest "
-             "from 1 (all of them in gates_epnet.csv)"]
+    lines = [(f"EPNet: per domain, the {min(k, len(fields))} of {len(fields)} fields whose mean gate is farthest "
+              "from 1 (all of them in gates_epnet.csv)")]
     for name, row in zip(names, values, strict=True):
         top = np.argsort(-np.abs(row - 1.0), kind="stable")[:k]
         lines.append(f"{name:<{width}}  " + "  ".join(f"{fields[j]} {row[j]:.2f}" for j in top))
