@@ -239,6 +239,39 @@ def gates(
 
 @app.command()
 @_friendly
+def report(
+    path: Path = typer.Argument(..., help="a run directory (`pepnet fit`) or a comparison directory (`pepnet compare`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: PATH/report.html); "
+                                       "its PNGs are written beside it"),
+) -> None:
+    """One self-contained HTML page: curves, per-domain AUC / GAUC with bootstrap intervals, calibration,
+    gates, provenance; for a comparison, the models side by side with paired differences."""
+    from .report import write_report
+
+    paths = write_report(path, out, log=typer.echo)
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
+def inspect(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
+    row: str = typer.Option(..., "--row", help="one request as a JSON object of column -> value"),
+) -> None:
+    """Print one request's scores and its EPNet / PPNet gate values."""
+    from .inspect_row import format_inspection, inspect_row, parse_row
+    from .run import Run
+
+    try:
+        parsed = parse_row(row)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_inspection(inspect_row(Run.load(run_dir), parsed)))
+
+
+@app.command()
+@_friendly
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run directory"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
