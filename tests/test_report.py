@@ -100,7 +100,7 @@ def test_inspect_prints_the_scores_predict_gives_and_the_gates(run_dir, tmp_path
         shown = float(re.search(rf"p_{t} = ([\d.]+)", res.output).group(1))
         assert shown == pytest.approx(expected[f"p_{t}"][0], abs=1e-4)
     assert "EPNet gate per general field" in res.output and "layer 0:" in res.output
-    gates = [float(x) for x in re.findall(r"^\s+\S+\s+([\d.]+)$", res.output, flags=re.M)]
+    gates = [float(x) for x in re.findall(r"^\s+\S+\s+([\d.]+)$", res.output, flags=re.MULTILINE)]
     assert len(gates) == len(run.encoder.group("general")) and all(0 <= g <= 2 for g in gates)
     bad = CliRunner().invoke(app, ["inspect", str(run_dir), "--row", "{not json"])
     assert bad.exit_code == 2 and "error: --row: not valid JSON" in bad.output
