@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pepnet import compare as cmp
+from pepnet import prepare as prepare_module
 from pepnet.cli import app
+from pepnet.compare.gbdt import GBDT
 from pepnet.config import parse_config
-from pepnet import run as run_module
 from pepnet.run import REFIT_DIR
 
 TREE = {
@@ -161,7 +162,7 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
 def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch):
     tree = {**TREE, "train": {**TREE["train"], "refit": True}}
 
-    calls = spy(monkeypatch, run_module, "encode_splits")
+    calls = spy(monkeypatch, prepare_module, "encode_splits")
     lines: list[str] = []
     res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, overrides=["gbdt.max_iter=10"],
                       log=lines.append)
@@ -202,7 +203,7 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
     built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=7", "gbdt.learning_rate=0.2", "gbdt.max_leaf_nodes=5",
                                         "gbdt.min_samples_leaf=9", "gbdt.l2_regularization=0.5"])
-    _, rounds, _ = cmp.fit_gbdt(run_module.prepare(cfg, log=lambda _: None), 42, cfg.gbdt, log=lambda _: None)
+    _, rounds, _ = GBDT(prepare_module.prepare(cfg, log=lambda _: None), cfg.gbdt).fit(42, log=lambda _: None)
     assert len(built) == 2  # one tree ensemble per reported task
     for p in built:
         assert (p["max_iter"], p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"],
@@ -213,17 +214,18 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
 def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
     """The statistics of the past are computed once per split (and once per refit split), not once per seed, and
     a second seed gets the same matrices (so the same trees, up to the seed)."""
-    from pepnet.data.encoder import Encoder
+    from pepnet.data.past_stats import PastStatistics
 
-    calls = spy(monkeypatch, Encoder, "stat_values", lambda self, df, *a, **k: len(df))
+    calls = spy(monkeypatch, PastStatistics, "values", lambda self, df, *a, **k: len(df))
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=5", "train.refit=true"])
-    prep = run_module.prepare(cfg, log=lambda _: None)
+    prep = prepare_module.prepare(cfg, log=lambda _: None)
+    gbdt = GBDT(prep, cfg.gbdt, refit_config=cfg)
     for seed in (42, 43):
-        cmp.fit_gbdt(prep, seed, cfg.gbdt, log=lambda _: None, refit_config=cfg)
+        gbdt.fit(seed, log=lambda _: None)
     final = prep.for_refit(cfg)
     assert sorted(calls) == sorted([len(prep.frames["train"].df), len(prep.frames["valid"].df),
                                     len(final.frames["train"].df), len(final.frames["test"].df)])
-    assert set(prep.stat_cache) == {"train", "valid"} and set(final.stat_cache) == {"train", "test"}
+    assert set(gbdt.x) == {"train", "valid"} and set(gbdt.x_final) == {"train", "test"}
 
 
 def test_gbdt_auto_tunes_the_grid_on_validation(monkeypatch):
@@ -232,19 +234,22 @@ def test_gbdt_auto_tunes_the_grid_on_validation(monkeypatch):
     from sklearn.ensemble import HistGradientBoostingClassifier
 
     cfg = parse_config({**TREE, "gbdt": "auto"}, overrides=["gbdt.max_iter=15"])
-    assert cfg.gbdt.tune and len(cmp.gbdt_candidates(cfg.gbdt)) == 12 == len(set(map(str, cmp.gbdt_candidates(cfg.gbdt))))
-    assert cmp.gbdt_candidates(parse_config(dict(TREE)).gbdt) == [parse_config(dict(TREE)).gbdt]  # no tune: as is
+    from pepnet.compare import gbdt as gbdt_module
+
+    assert cfg.gbdt.tune and len(gbdt_module.candidates(cfg.gbdt)) == 12 == len(set(map(str, gbdt_module.candidates(cfg.gbdt))))
+    assert gbdt_module.candidates(parse_config(dict(TREE)).gbdt) == [parse_config(dict(TREE)).gbdt]  # no tune: as is
     GBDT_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (31,), "min_samples_leaf": (20, 200)}  # 4 fits
-    monkeypatch.setattr(cmp, "GBDT_GRID", GBDT_GRID)  # (the default trees are a point of it) to keep the test short
-    prep = run_module.prepare(cfg, log=lambda _: None)
+    monkeypatch.setattr(gbdt_module, "GBDT_GRID", GBDT_GRID)  # the default trees are a point of it; a short test
+    prep = prepare_module.prepare(cfg, log=lambda _: None)
     built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
     tuned_log: list[str] = []
-    _, chosen, probs = cmp.fit_gbdt(prep, 42, cfg.gbdt, log=tuned_log.append)
+    _, chosen, probs = GBDT(prep, cfg.gbdt).fit(42, log=tuned_log.append)
     assert len(built) == 2 * 4 and probs.shape == (len(prep.encoded["test"]), 2)
     assert {(p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"]) for p in built} == \
         set(__import__("itertools").product(*GBDT_GRID.values()))
     default_log: list[str] = []
-    cmp.fit_gbdt(prep, 42, parse_config(dict(TREE), overrides=["gbdt.max_iter=15"]).gbdt, log=default_log.append)
+    GBDT(prep, parse_config(dict(TREE), overrides=["gbdt.max_iter=15"]).gbdt).fit(42, log=default_log.append)
+    tuned_log, default_log = ([ln for ln in lg if "valid AUC" in ln] for lg in (tuned_log, default_log))
     for task, tuned, default in zip(("click", "like"), tuned_log, default_log, strict=True):
         assert chosen[task]["setting"]["max_leaf_nodes"] == 31 and 1 <= chosen[task]["rounds"] <= 15
         assert "tuned" in tuned

@@ -1,10 +1,11 @@
-"""compare_stats: intervals, paired differences and the small-test warning on synthetic predictions."""
+"""pepnet.compare.stats: intervals, paired differences and the small-test warning on synthetic predictions."""
 from __future__ import annotations
 
 import numpy as np
 
-from pepnet.compare import aggregate
-from pepnet.compare_stats import MAX_WIDTH, add_statistics, paired_table
+from pepnet.compare.render import paired_table
+from pepnet.compare.results import aggregate
+from pepnet.compare.stats import MAX_WIDTH, add_statistics
 from pepnet.metrics import evaluate
 
 

@@ -1,4 +1,4 @@
-"""pepnet.gates: a field named `domain` keeps the domain labels, the compact top-fields table, CJK glyphs in PNGs."""
+"""pepnet.gate_analysis: a field named `domain` keeps the domain labels, the compact top-fields table, CJK glyphs in PNGs."""
 from __future__ import annotations
 
 import numpy as np
@@ -7,7 +7,7 @@ import pytest
 import torch
 
 from pepnet.data.encoder import EncodedData
-from pepnet.gates import label_column, summarise_gates, top_fields
+from pepnet.gate_analysis import label_column, summarise_gates, top_fields
 from pepnet.plotfonts import cjk_font, use_fonts
 
 

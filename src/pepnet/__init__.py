@@ -9,7 +9,7 @@ Python API::
     preds = run.predict("new_logs.parquet")
 """
 from .config import ConfigError, ExperimentConfig, load_config
-from .data.errors import DataError
+from .errors import DataError
 from .run import Run, fit
 
 __version__ = "0.1.0"

@@ -30,9 +30,9 @@ def _friendly(fn: Callable) -> Callable:
     @wraps(fn)
     def wrapper(*args, **kwargs):
         from .config import ConfigError
-        from .data.errors import DataError
+        from .errors import DataError
         from .train.checkpoint import CheckpointError
-        from .train.trainer import TrainingError
+        from .train.runtime import TrainingError
 
         shown = warnings.formatwarning
         with warnings.catch_warnings():  # the process's warning settings are restored on return
@@ -104,7 +104,7 @@ def fit(
 
 
 def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optional[list[str]], passes: int) -> None:
-    from .train.stream import STREAM_CSV, STREAM_PNG, period_files, stream
+    from .stream import STREAM_CSV, STREAM_PNG, period_files, stream
 
     files = [f for d in data for f in period_files(d)]
     run = stream(files, out, config, overrides=set_, passes=passes)
@@ -220,7 +220,7 @@ def gates(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
-    from .gates import run_gates, top_fields
+    from .gate_analysis import run_gates, top_fields
     from .run import Run
 
     run = Run.load(run_dir)

@@ -220,7 +220,7 @@ def _scores(pred, figs: _Figures) -> str:
 
 
 def _gates(run_dir: Path, figs: _Figures) -> str:
-    from .gates import run_gates
+    from .gate_analysis import run_gates
     from .run import Run
 
     run = Run.load(run_dir)
@@ -294,7 +294,7 @@ def _ci(iv: Any) -> str:
 
 
 def _diff_html(cell: dict[str, Any] | None) -> str:
-    from .compare_stats import format_difference
+    from .compare.render import format_difference
 
     if not cell or cell.get("value") is None:
         return "—"
@@ -304,7 +304,7 @@ def _diff_html(cell: dict[str, Any] | None) -> str:
 
 def compare_report(cmp_dir: Path, out: Path, log: Callable[[str], None] = print) -> list[Path]:
     """Write the HTML report of a `pepnet compare` directory to ``out`` (results.png copied beside it)."""
-    from .compare import MEAN
+    from .compare.results import MEAN
 
     res = json.loads((cmp_dir / "results.json").read_text(encoding="utf-8"))
     labels, tasks = list(res["models"]), list(res["tasks"])

@@ -19,7 +19,7 @@ import pepnet
 from pepnet.cli import app
 from pepnet.config import ConfigError, SchemaConfig, parse_config
 from pepnet.data.encoder import Encoder, hash_ids
-from pepnet.data.errors import DataError, DataWarning
+from pepnet.errors import DataError, DataWarning
 from pepnet.data.sources import read_files
 from pepnet.data.split import split_frame
 from pepnet.data.validate import drop_missing, validate

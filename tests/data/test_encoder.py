@@ -61,7 +61,7 @@ def _field(enc: Encoder, data, name: str) -> np.ndarray:
 
 
 def _stat(enc: Encoder, df: pl.DataFrame, name: str, training: bool) -> np.ndarray:
-    names, values = enc.stat_values(df, training=training)
+    names, values = enc.past.values(df, training=training)
     return values[:, names.index(name)]
 
 

@@ -1,4 +1,4 @@
-"""Statistics of ``pepnet compare`` that do not overclaim.
+"""Statistics of ``pepnet compare`` that do not overclaim (rendered by :func:`pepnet.compare.render.paired_table`).
 
 Every model's test predictions (one array per seed) are scored on the same user-level bootstrap resamples of
 the test split (:mod:`pepnet.metrics.bootstrap`; 1,000 resamples, seed 0). From them:
@@ -21,14 +21,14 @@ from typing import Any
 
 import numpy as np
 
-from .metrics import ALL_DOMAINS
-from .metrics.bootstrap import N_BOOT, interval, mean_over_seeds, paired_difference, replicates
+from ..metrics import ALL_DOMAINS
+from ..metrics.bootstrap import N_BOOT, interval, mean_over_seeds, paired_difference, replicates
+from .gbdt import NAME as GBDT
 
 MAX_WIDTH = 0.05
 """Widest 95% interval of the reference's overall test AUC that does not trigger the small-test warning."""
 MIN_CLASS = 100
 """Fewest positive (and negative) test labels per task that do not trigger the small-test warning."""
-GBDT = "gbdt"
 
 
 def reference_model(labels: list[str]) -> str:
@@ -92,48 +92,4 @@ def small_test_warnings(result: dict[str, Any], labels: np.ndarray) -> list[str]
     return out
 
 
-def _md_table(header: list[str], rows: list[list[str]]) -> str:
-    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
-    lines += ["| " + " | ".join(r) + " |" for r in rows]
-    return "\n".join(lines)
-
-
-def format_difference(cell: dict[str, Any] | None) -> str:
-    """``+0.0123 [-0.0040, +0.0290]``; ``—`` when undefined."""
-    if not cell or cell.get("value") is None:
-        return "—"
-    if cell.get("low") is None:
-        return f"{cell['value']:+.4f}"
-    return f"{cell['value']:+.4f} [{cell['low']:+.4f}, {cell['high']:+.4f}]"
-
-
-def paired_table(result: dict[str, Any], metric: str = "auc") -> str | None:
-    """Markdown: every other model's difference from the reference in the overall test ``metric`` of each task,
-    with its 95% bootstrap interval and the seeds that agree. None without paired statistics or with one model."""
-    paired = result.get("paired")
-    if not paired or not paired["models"]:
-        return None
-    ref, once = paired["reference"], paired["reference_fitted_once"]
-    seeds_col = not once and result["n_seeds"] > 1
-    rows = []
-    for m, cells in paired["models"].items():
-        row = [m]
-        for task in result["tasks"]:
-            cell = cells.get(f"{ALL_DOMAINS}|{task}|{metric}")
-            row.append(format_difference(cell))
-            if seeds_col:
-                row.append(f"{cell['agreeing']} / {cell['seeds']}" if cell and cell["seeds"] else "—")
-        rows.append(row)
-    m_up = metric.upper()
-    header = ["model"] + [h for t in result["tasks"]
-                          for h in ([f"{t} {m_up} - {ref} [95% CI]"] + ([f"{t} seeds agreeing"] if seeds_col else []))]
-    how = (f"{ref} is fitted once (deterministic), so each seed is paired with that one fit; seeds are not counted "
-           "against a constant" if once else "paired by seed; seeds agreeing: the seeds whose own difference has the "
-           "sign of the mean")
-    return (f"Difference from {ref} (overall test {m_up}, mean over seeds) with its 95% interval from a user-level "
-            f"bootstrap of the test split ({paired['n_boot']} resamples; {how}). An interval that holds 0 is no "
-            "evidence of a difference.\n\n" + _md_table(header, rows))
-
-
-__all__ = ["MAX_WIDTH", "MIN_CLASS", "add_statistics", "format_difference", "paired_table", "reference_model",
-           "small_test_warnings"]
+__all__ = ["MAX_WIDTH", "MIN_CLASS", "add_statistics", "reference_model", "small_test_warnings"]
