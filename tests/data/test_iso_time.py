@@ -5,7 +5,7 @@ import polars as pl
 import pytest
 
 from pepnet.config import SchemaConfig
-from pepnet.data.errors import DataError
+from pepnet.errors import DataError
 from pepnet.data.sources import read_files
 from pepnet.data.split import time_seconds
 from pepnet.data.validate import validated
