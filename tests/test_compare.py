@@ -236,7 +236,8 @@ def test_gbdt_auto_tunes_the_grid_on_validation(monkeypatch):
     cfg = parse_config({**TREE, "gbdt": "auto"}, overrides=["gbdt.max_iter=15"])
     from pepnet.compare import gbdt as gbdt_module
 
-    assert cfg.gbdt.tune and len(gbdt_module.candidates(cfg.gbdt)) == 12 == len(set(map(str, gbdt_module.candidates(cfg.gbdt))))
+    grid = gbdt_module.candidates(cfg.gbdt)
+    assert cfg.gbdt.tune and len(grid) == 12 == len(set(map(str, grid)))
     assert gbdt_module.candidates(parse_config(dict(TREE)).gbdt) == [parse_config(dict(TREE)).gbdt]  # no tune: as is
     GBDT_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (31,), "min_samples_leaf": (20, 200)}  # 4 fits
     monkeypatch.setattr(gbdt_module, "GBDT_GRID", GBDT_GRID)  # the default trees are a point of it; a short test

@@ -1,4 +1,5 @@
-"""pepnet.gate_analysis: a field named `domain` keeps the domain labels, the compact top-fields table, CJK glyphs in PNGs."""
+"""pepnet.gate_analysis: a field named `domain` keeps the domain labels, the compact top-fields table, CJK
+glyphs in PNGs."""
 from __future__ import annotations
 
 import numpy as np

@@ -72,7 +72,8 @@ def test_page_renders_in_headless_chromium_at_laptop_width(run_dir, page, tmp_pa
 
     shot = tmp_path / "shot.png"
     subprocess.run(["chromium", "--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
-                    "--no-first-run", "--disable-component-update", "--disable-sync", f"--user-data-dir={tmp_path / 'u'}",
+                    "--no-first-run", "--disable-component-update", "--disable-sync",
+                    f"--user-data-dir={tmp_path / 'u'}",
                     "--hide-scrollbars", "--window-size=1280,2400", f"--screenshot={shot}",
                     (run_dir / "report.html").as_uri()], check=True, capture_output=True, timeout=120)
     img = matplotlib.image.imread(shot)

@@ -46,7 +46,7 @@ class GateSummary:
                                       ("PPNet: mean gate per (domain, layer) x task", self.ppnet)) if t is not None]
         fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 0.25 * max(t.height for _, t in tables) + 2.5),
                                  squeeze=False)
-        for ax, (title, table) in zip(axes[0], tables):
+        for ax, (title, table) in zip(axes[0], tables, strict=True):
             labels = table.columns[1:] if title.startswith("EP") else table.columns[2:]
             rows = table[table.columns[0]].cast(pl.String).to_list() if title.startswith("EP") else \
                 [f"{d} / L{layer}" for d, layer in zip(table[table.columns[0]].to_list(),

@@ -344,7 +344,7 @@ def compare_report(cmp_dir: Path, out: Path, log: Callable[[str], None] = print)
             rows = []
             for d in [ALL_DOMAINS, *res["domains"]]:
                 row = [_esc(d)]
-                for m, cells in paired["models"].items():
+                for cells in paired["models"].values():
                     c = cells.get(f"{d}|{t}|auc")
                     seeds = "" if once or not c or not c.get("seeds") or res["n_seeds"] < 2 else \
                         f' <span class="muted">{c["agreeing"]}/{c["seeds"]}</span>'

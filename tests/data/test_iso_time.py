@@ -5,10 +5,10 @@ import polars as pl
 import pytest
 
 from pepnet.config import SchemaConfig
-from pepnet.errors import DataError
 from pepnet.data.sources import read_files
 from pepnet.data.split import time_seconds
 from pepnet.data.validate import validated
+from pepnet.errors import DataError
 
 SCHEMA = SchemaConfig.model_validate({"domain": "d", "user": "u", "time": "t", "labels": {"click": "y"},
                                       "features": [{"name": "u"}, {"name": "d"}],

@@ -25,7 +25,8 @@ import numpy as np
 
 from pepnet.metrics.ranking import group_aucs
 
-__all__ = ["N_BOOT", "Interval", "bootstrap_cell", "interval", "mean_over_seeds", "paired_difference", "replicates", "resample_counts"]
+__all__ = ["N_BOOT", "Interval", "bootstrap_cell", "interval", "mean_over_seeds", "paired_difference", "replicates",
+           "resample_counts"]
 
 N_BOOT = 1000
 """Resamples per interval."""
