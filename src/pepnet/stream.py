@@ -169,9 +169,11 @@ class OnlineRun:
 
 
 def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConfig | str | Path | None = None,
-           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print) -> OnlineRun:
+           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print,
+           after_period: Callable[[dict], object] | None = None) -> OnlineRun:
     """Stream the period files of ``data`` through the run in ``out`` (created from ``config`` if ``out`` holds
-    no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped."""
+    no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped.
+    ``after_period(record)`` is called once each period is saved (e.g. to publish the model for serving)."""
     out = Path(out)
     files = period_files(data)
     if (out / CONFIG_FILE).is_file():
@@ -194,6 +196,8 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
         auc = rec.get("mean_auc", math.nan)
         log(f"period {rec['period']} {Path(f).name}: rows {rec['rows']:,}  progressive mean AUC {auc:.4f}  "
             f"train loss {rec['train_loss']:.4f}  new ids {rec['new_values']}")
+        if after_period is not None:
+            after_period(rec)
     bar.close()
     return run
 

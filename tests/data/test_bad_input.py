@@ -144,6 +144,20 @@ def test_row_is_counted_within_the_file_that_holds_it(tmp_path):
     assert str(err.value).startswith(f"file {b}, column 'price', row 7:")
 
 
+@pytest.mark.parametrize(("col", "bad", "match"), [
+    ("price", float("inf"), "expected a finite number"),
+    ("click", 2.0, "expected 0, 1 or null"),
+    ("domain", None, "null"),
+])
+def test_the_first_of_two_offending_rows_is_named(tmp_path, col, bad, match):
+    """Two bad rows (the later one written first): the error names the earlier row, 17, not 150."""
+    df = logs().with_columns(pl.col("click").cast(pl.Float64))
+    path = write(set_value(set_value(df, col, 150, bad), col, 17, bad), tmp_path / "a.parquet")
+    with pytest.raises(DataError, match=match) as err:
+        check(path)
+    assert (err.value.file, err.value.column, err.value.row) == (path, col, 17)
+
+
 @pytest.mark.parametrize("value", [2, -1, 0.5])
 def test_label_outside_0_1_null(tmp_path, value):
     df = logs().with_columns(pl.col("click").cast(pl.Float64))

@@ -26,7 +26,7 @@ from ..errors import DataError
 from ..fileio import atomic_write
 from .past_stats import PastStatistics
 from .split import time_seconds
-from .validate import label_matrix
+from .validate import label_matrix, required_columns
 
 
 @dataclass(frozen=True)
@@ -110,6 +110,7 @@ class Encoder:
         self.past = PastStatistics(schema)  # statistics of the past: totals over the rows seen so far
         self.stat_edges: dict[str, np.ndarray] = {}
         self.fields: list[FieldInfo] = []
+        self.input_dtypes: dict[str, str] = {}  # column read when scoring -> its polars dtype in the training split
         self.fitted = False
 
     # ------------------------------------------------------------------ layout
@@ -167,6 +168,8 @@ class Encoder:
         """Learn every encoding from the training split."""
         if train.height == 0:
             raise DataError("cannot fit the encoder on an empty training split")
+        self.input_dtypes = {c: str(train.schema[c]) for c in required_columns(self.schema, labels=False)
+                             if c in train.columns}
         sizes: list[tuple[str, str, int]] = []
         for spec in self._sparse_specs():
             if isinstance(spec, StatFeature):
@@ -311,6 +314,7 @@ class Encoder:
             "dense_stats": self.dense_stats,
             "stat_global": self.past.save(path),
             "stat_edges": {k: v.tolist() for k, v in self.stat_edges.items()},
+            "input_dtypes": self.input_dtypes,
         }
         atomic_write(path / "encoder.json", json.dumps(meta, indent=1))  # last: its presence marks a complete save
 
@@ -322,6 +326,7 @@ class Encoder:
         enc.fields = [FieldInfo(**f) for f in meta["fields"]]
         enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
         enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
+        enc.input_dtypes = meta.get("input_dtypes", {})  # encoders saved before it was recorded have none
         for spec in enc._sparse_specs():
             if isinstance(spec, (FeatureSpec, TimeFeature)) and (path / f"vocab.{spec.name}.parquet").exists():
                 enc.vocabs[spec.name] = pl.read_parquet(path / f"vocab.{spec.name}.parquet")["value"]

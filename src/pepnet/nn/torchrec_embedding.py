@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .embedding import FeatureEmbedding
+from .embedding import FeatureEmbedding, drop_to_oov, register_oov_dropout
 
 
 def available() -> bool:
@@ -49,11 +49,12 @@ class TorchRecFeatureEmbedding(nn.Module):
     """One TorchRec table per sparse field. ``field_sizes``: rows of each field (the encoder's
     ``FieldInfo.size``, in field order); ids arrive offset into the fused table and are made local here.
 
-    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d].
+    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d]. ``oov_dropout`` as in
+    :class:`~pepnet.nn.embedding.FeatureEmbedding` (training mode only).
     """
 
     def __init__(self, field_sizes: Iterable[int], n_dense: int, dim: int, init_std: float = 0.05,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, oov_dropout: list[tuple[int, int, float]] | tuple = ()):
         super().__init__()
         torchrec = require()
         sizes = [int(s) for s in field_sizes]
@@ -70,13 +71,16 @@ class TorchRecFeatureEmbedding(nn.Module):
                 for w in self.ebc.embedding_bags.values():
                     w.weight.normal_(std=init_std)
         self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * init_std) if n_dense else None
+        register_oov_dropout(self, oov_dropout)  # ids (fused-table rows) replaced before they are made local
 
     @classmethod
     def from_fused(cls, fused: FeatureEmbedding, field_sizes: Iterable[int]) -> "TorchRecFeatureEmbedding":
-        """The same embeddings as a fused :class:`FeatureEmbedding` (its rows copied field by field)."""
+        """The same embeddings as a fused :class:`FeatureEmbedding`: its rows copied field by field, and its
+        ``oov_dropout`` (the same fields, OOV rows and probabilities)."""
         sizes = list(field_sizes)
         n_dense = 0 if fused.dense_vectors is None else fused.dense_vectors.shape[0]
-        out = cls(sizes, n_dense, fused.dim)
+        drops = list(zip(fused.drop_fields.tolist(), fused.drop_rows.tolist(), fused.drop_probs.tolist(), strict=True))
+        out = cls(sizes, n_dense, fused.dim, oov_dropout=drops)
         with torch.no_grad():
             start = 0
             for k, n in zip(out.keys, sizes):
@@ -89,6 +93,8 @@ class TorchRecFeatureEmbedding(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+        if self.training and self.drop_fields.numel():
+            sparse = drop_to_oov(sparse, self.drop_fields, self.drop_rows, self.drop_probs)
         b = sparse.shape[0]
         local = (sparse - self.offsets).t().reshape(-1)  # field-major: all of field 0, then field 1, ...
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=self.keys, values=local,
