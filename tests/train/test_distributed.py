@@ -78,7 +78,7 @@ def test_two_processes_match_one(tmp_path, tiny_config_file):
     assert one.report is not None
 
 
-def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
+def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path, tiny_config_file):
     """`pepnet fit --nproc N` hands the same command (without --nproc) to torchrun with N processes."""
     from typer.testing import CliRunner
 
@@ -89,9 +89,10 @@ def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed, "launch", lambda nproc, argv: calls.append((nproc, argv)) or 0)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     out = str(tmp_path / "run")
-    res = CliRunner().invoke(app, ["fit", "cfg.yaml", "--out", out, "--nproc", "3", "--set", "train.epochs=1"])
+    cfg = str(tiny_config_file)
+    res = CliRunner().invoke(app, ["fit", cfg, "--out", out, "--nproc", "3", "--set", "train.epochs=1"])
     assert res.exit_code == 0, res.output
-    assert calls == [(3, ["fit", "cfg.yaml", "--out", out, "--set", "train.epochs=1"])]
+    assert calls == [(3, ["fit", cfg, "--out", out, "--set", "train.epochs=1"])]
 
 
 _EXIT_PROBE = """
