@@ -94,6 +94,27 @@ def test_predict_writes_one_row_per_input_row(fitted, synthetic_parquet, tmp_pat
     assert f"{data.height:,} rows" in result.stdout
 
 
+def test_predict_carries_the_keys_and_the_kept_columns(fitted, synthetic_parquet, tmp_path):
+    """Each prediction row carries its domain, user, item and time (the schema's keys) and the --keep columns,
+    so it joins back to its input row by key, not only by position."""
+    _, run, _ = fitted
+    out = tmp_path / "p.parquet"
+    result = _cli("predict", run, "--data", synthetic_parquet, "--out", out,
+                  "--keep", "author_id,d0", "--keep", "user_id")
+    assert result.exit_code == 0, result.output
+    preds, data = pl.read_parquet(out), pl.read_parquet(synthetic_parquet)
+    keys = ["domain_id", "user_id", "item_id", "time", "author_id", "d0"]
+    assert preds.columns == [*keys, "p_click", "p_like"]
+    assert preds.select(keys).equals(data.select(keys))
+
+
+def test_predict_refuses_a_kept_column_the_input_lacks(fitted, synthetic_parquet, tmp_path):
+    _, run, _ = fitted
+    line = _one_error_line(_cli("predict", run, "--data", synthetic_parquet, "--out", tmp_path / "p.parquet",
+                                "--keep", "order_id"))
+    assert "'order_id'" in line and "input does not have it" in line and not (tmp_path / "p.parquet").exists()
+
+
 def test_predict_needs_no_label_columns(fitted, synthetic_parquet, tmp_path):
     _, run, _ = fitted
     unlabelled = tmp_path / "new.parquet"

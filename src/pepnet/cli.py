@@ -192,11 +192,15 @@ def predict(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
     data: list[str] = typer.Option(..., "--data", help="parquet or CSV files to score"),
     out: Path = typer.Option(..., "--out", help="output parquet file"),
+    keep: Optional[list[str]] = typer.Option(None, "--keep", help="input columns to carry into the output besides "
+                                             "the domain, user, item and time columns: --keep col1,col2"),
+    auxiliary: bool = _flag(False, "--auxiliary", help="also write p_<task> for the auxiliary (unreported) tasks"),
 ) -> None:
-    """Write p_<task> for every input row (with its domain and user) to a parquet file."""
+    """Write p_<task> for every input row, with its domain, user, item and time columns, to a parquet file."""
     from .run import Run
 
-    preds = Run.load(run_dir).predict(data)
+    columns = [c.strip() for item in keep or [] for c in item.split(",") if c.strip()]
+    preds = Run.load(run_dir).predict(data, keep=columns, auxiliary=auxiliary)
     out.parent.mkdir(parents=True, exist_ok=True)
     preds.write_parquet(out)
     typer.echo(f"wrote {preds.height:,} rows to {out}")

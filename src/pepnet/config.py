@@ -139,6 +139,8 @@ class SchemaConfig(_Strict):
     domain: str = Field(description="column holding the domain (scenario) of each row")
     user: str = Field(description="column of the user key; GAUC groups by it")
     time: str | None = Field(None, description="column of the event time (unix seconds or datetime)")
+    item: str | None = Field(None, description="column of the item key; predictions carry it (with the domain, user "
+                             "and time columns) so that their rows join back to the input")
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
     features: list[FeatureSpec] = Field(default_factory=list)
     stats: list[StatFeature] = Field(default_factory=list)

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Sequence
 
 import numpy as np
 import polars as pl
@@ -25,6 +26,7 @@ from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
 from ..data.validate import validate
 from ..fileio import atomic_write
+from ..predictions import prediction_frame
 
 MODEL_FILE = "model.pt2"
 MANIFEST = "manifest.json"
@@ -93,8 +95,10 @@ class Predictor:
         self.manifest = json.loads((d / MANIFEST).read_text())
 
     @torch.no_grad()
-    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536) -> pl.DataFrame:
-        """Probabilities ``p_<task>`` for every row, beside the domain and user columns, in input order."""
+    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536, keep: Sequence[str] = (),
+                auxiliary: bool = False) -> pl.DataFrame:
+        """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row, in input
+        order, beside the domain, user, item and time columns and the ``keep`` columns."""
         frame = read_files([data] if isinstance(data, str) else data) if not isinstance(data, pl.DataFrame) \
             else Frame(data.with_columns(pl.lit(0, dtype=pl.UInt16).alias("__file"),
                                          pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")), ["<frame>"])
@@ -106,5 +110,4 @@ class Predictor:
             torch.sigmoid(self.module(sparse[i:i + batch_size], dense[i:i + batch_size])).numpy()
             for i in range(0, len(enc), batch_size)
         ]) if len(enc) else np.zeros((0, len(self.encoder.task_names)), dtype=np.float32)
-        keys = frame.df.select(schema.domain, schema.user)
-        return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)
