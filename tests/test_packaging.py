@@ -1,9 +1,12 @@
 """What pepnet declares: compatible ranges in pyproject.toml, CI's exact versions in constraints.txt."""
 from __future__ import annotations
 
+import subprocess
+import sys
 import tomllib
 from pathlib import Path
 
+import pytest
 from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
@@ -47,3 +50,15 @@ def test_constraints_pin_every_declared_dependency_inside_its_range():
         req = Requirement(spec)
         lower = next(Version(s.version) for s in req.specifier if s.operator == ">=")
         assert lower == pins[canonicalize_name(req.name)], spec
+
+
+def test_test_output_is_plain_text(tmp_path):
+    """fbgemm_gpu's import-time warnings carry ANSI colour codes; the suite's warning filters keep them out."""
+    pytest.importorskip("torchrec")
+    probe = tmp_path / "test_probe.py"
+    probe.write_text("def test_import():\n    import torchrec  # noqa: F401  (imports fbgemm_gpu)\n")
+    cmd = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", "-c", str(ROOT / "pyproject.toml"),
+           "--rootdir", str(ROOT), str(probe)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0 and "1 passed" in proc.stdout, proc.stdout + proc.stderr
+    assert "\x1b[" not in proc.stdout + proc.stderr
