@@ -31,10 +31,10 @@ import numpy as np
 import polars as pl
 from sklearn.metrics import roc_auc_score
 
-from pepnet.compare import gbdt_fit
+from pepnet.compare.gbdt import stat_matrix, train_trees
 from pepnet.config import ExperimentConfig, GBDTConfig, SchemaConfig, load_config
 from pepnet.data.validate import label_expr
-from pepnet.run import Prepared, encode_splits, prepare
+from pepnet.prepare import Prepared, encode_splits, prepare
 
 ROOT = Path(__file__).resolve().parents[1]
 DAY = 86_400
@@ -115,7 +115,7 @@ def with_realtime_counts(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def validation_auc(prep: Prepared, x_train: np.ndarray, x_valid: np.ndarray, gbdt: GBDTConfig,
                    seed: int) -> dict[str, tuple]:
-    """Per reported task, the trees of ``pepnet compare`` (:func:`gbdt_fit`) on ``x_train``: (best validation AUC
+    """Per reported task, the trees of ``pepnet compare`` (:func:`~pepnet.compare.gbdt.train_trees`) on ``x_train``: (best validation AUC
     over the rounds, that round, AUC on rows of users unseen in training, AUC on the others)."""
     enc = prep.encoder
     j = enc.field_index(enc.schema.user)
@@ -124,7 +124,7 @@ def validation_auc(prep: Prepared, x_train: np.ndarray, x_valid: np.ndarray, gbd
     for t, task in zip(enc.reported_columns, enc.reported_tasks):
         yv = prep.encoded["valid"].labels[:, t]
         keep_v = ~np.isnan(yv)
-        clf = gbdt_fit(prep, {"train": x_train}, t, gbdt, gbdt.max_iter, seed)
+        clf = train_trees(x_train, prep.encoded["train"].labels[:, t], gbdt, gbdt.max_iter, seed)
         staged = [p[:, 1] for p in clf.staged_predict_proba(x_valid[keep_v])]
         scores = [roc_auc_score(yv[keep_v], p) for p in staged]
         best = int(np.argmax(scores))
@@ -144,10 +144,10 @@ def main() -> None:
     cfg = load_config(a.config)
     prep = prepare(cfg, log=lambda _: None, splits=("train", "valid"))
     train, valid = prep.frames["train"].df, prep.frames["valid"].df
-    base = [prep.stat_matrix("train"), prep.stat_matrix("valid")]
+    base = [stat_matrix(prep, "train"), stat_matrix(prep, "valid")]
     trust = pl.read_parquet(a.trust)
     rt = encode_splits(with_realtime_counts(cfg), prep.frames, splits=("train", "valid"))  # same rows, loaded once
-    realtime = [rt.stat_matrix("train"), rt.stat_matrix("valid")]
+    realtime = [stat_matrix(rt, "train"), stat_matrix(rt, "valid")]
     inputs = {
         "statistics of the past (the GBDT of `pepnet compare`)": base,
         "+ trust": stack(base, [trust_block(train, train, trust, cfg.schema_, True),

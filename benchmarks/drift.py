@@ -19,7 +19,7 @@ import polars as pl
 
 from pepnet.config import load_config
 from pepnet.datasets.synthetic import SyntheticSpec, write
-from pepnet.train.stream import OnlineRun, period_files, stream
+from pepnet.stream import OnlineRun, period_files, stream
 
 CONFIG = Path(__file__).resolve().parents[1] / "src" / "pepnet" / "configs" / "synthetic.yaml"
 

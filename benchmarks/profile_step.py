@@ -16,8 +16,9 @@ from pepnet.cli import resolve_config
 from pepnet.config import load_config
 from pepnet.data.batches import BatchLoader, TensorData
 from pepnet.nn import build_model
-from pepnet.run import layout_from_encoder, prepare
-from pepnet.train.trainer import Trainer, seed_everything
+from pepnet.prepare import layout_from_encoder, prepare
+from pepnet.train.runtime import seed_everything
+from pepnet.train.trainer import Trainer
 
 
 def main() -> None:

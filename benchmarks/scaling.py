@@ -49,7 +49,7 @@ def one(path: str, rows: int, threads: int, batch_size: int) -> dict:
     from pepnet.data.encoder import Encoder
     from pepnet.data.stream import ParquetStream
     from pepnet.nn import build_model
-    from pepnet.run import layout_from_encoder
+    from pepnet.prepare import layout_from_encoder
     from pepnet.train.trainer import Trainer
 
     torch.set_num_threads(threads)

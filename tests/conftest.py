@@ -128,3 +128,23 @@ def tiny_config_file(tmp_path, synthetic_parquet) -> Path:
     path = tmp_path / "tiny.yaml"
     path.write_text(yaml.safe_dump(tiny_config([str(synthetic_parquet)])))
     return path
+
+
+# ----------------------------------------------------------------------------- a tiny run, exported
+
+TINY_SYNTHETIC = ["data.synthetic.n_rows=3000", "data.synthetic.n_users=300", "data.synthetic.n_items=500",
+                  "train.epochs=1", "train.progress=false", "model.hidden_units=[16, 8]"]
+
+
+@pytest.fixture(scope="session")
+def tiny_export(tmp_path_factory) -> SimpleNamespace:
+    """The bundled synthetic config fitted small (``run``: run directory) and exported (``export``), once per
+    session: fitting and ``torch.export`` are the slow part of the export and serving tests."""
+    import pepnet
+    from pepnet.cli import resolve_config
+    from pepnet.export import export_run
+
+    tmp = tmp_path_factory.mktemp("tiny_export")
+    pepnet.fit(resolve_config("synthetic"), tmp / "run", overrides=TINY_SYNTHETIC, log=lambda _: None)
+    export_run(tmp / "run", tmp / "export")
+    return SimpleNamespace(run=tmp / "run", export=tmp / "export")

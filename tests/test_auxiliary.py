@@ -30,7 +30,7 @@ def aux_run(tmp_path_factory, tiny_config_tree):
 def test_auxiliary_task_is_predicted(aux_run):
     out, run = aux_run
     assert run.encoder.task_names == ["click", "like"] and run.encoder.reported_tasks == ["click"]
-    test = pepnet.run.prepare(run.config, encoder=run.encoder, log=lambda _: None, splits=("test",)).encoded["test"]
+    test = pepnet.prepare.prepare(run.config, encoder=run.encoder, log=lambda _: None, splits=("test",)).encoded["test"]
     assert run.model(torch.as_tensor(test.sparse), torch.as_tensor(test.dense)).shape == (len(test), 2)
 
 

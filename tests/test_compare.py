@@ -9,9 +9,10 @@ import pytest
 from typer.testing import CliRunner
 
 from pepnet import compare as cmp
+from pepnet import prepare as prepare_module
 from pepnet.cli import app
+from pepnet.compare.gbdt import GBDT
 from pepnet.config import parse_config
-from pepnet import run as run_module
 from pepnet.run import REFIT_DIR
 
 TREE = {
@@ -160,7 +161,7 @@ def test_unknown_model_is_a_clear_cli_error(tmp_path):
 def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch):
     tree = {**TREE, "train": {**TREE["train"], "refit": True}}
 
-    calls = spy(monkeypatch, run_module, "encode_splits")
+    calls = spy(monkeypatch, prepare_module, "encode_splits")
     lines: list[str] = []
     res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, overrides=["gbdt.max_iter=10"],
                       log=lines.append)
@@ -196,7 +197,7 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
     built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=7", "gbdt.learning_rate=0.2", "gbdt.max_leaf_nodes=5",
                                         "gbdt.min_samples_leaf=9", "gbdt.l2_regularization=0.5"])
-    _, rounds = cmp.fit_gbdt(run_module.prepare(cfg, log=lambda _: None), 42, cfg.gbdt, log=lambda _: None)
+    _, rounds = GBDT(prepare_module.prepare(cfg, log=lambda _: None), cfg.gbdt).fit(42, log=lambda _: None)
     assert len(built) == 2  # one tree ensemble per reported task
     for p in built:
         assert (p["max_iter"], p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"],
@@ -207,14 +208,15 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
 def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
     """The statistics of the past are computed once per split (and once per refit split), not once per seed, and
     a second seed gets the same matrices (so the same trees, up to the seed)."""
-    from pepnet.data.encoder import Encoder
+    from pepnet.data.past_stats import PastStatistics
 
-    calls = spy(monkeypatch, Encoder, "stat_values", lambda self, df, *a, **k: len(df))
+    calls = spy(monkeypatch, PastStatistics, "values", lambda self, df, *a, **k: len(df))
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=5", "train.refit=true"])
-    prep = run_module.prepare(cfg, log=lambda _: None)
+    prep = prepare_module.prepare(cfg, log=lambda _: None)
+    gbdt = GBDT(prep, cfg.gbdt, refit_config=cfg)
     for seed in (42, 43):
-        cmp.fit_gbdt(prep, seed, cfg.gbdt, log=lambda _: None, refit_config=cfg)
+        gbdt.fit(seed, log=lambda _: None)
     final = prep.for_refit(cfg)
     assert sorted(calls) == sorted([len(prep.frames["train"].df), len(prep.frames["valid"].df),
                                     len(final.frames["train"].df), len(final.frames["test"].df)])
-    assert set(prep.stat_cache) == {"train", "valid"} and set(final.stat_cache) == {"train", "test"}
+    assert set(gbdt.x) == {"train", "valid"} and set(gbdt.x_final) == {"train", "test"}

@@ -24,7 +24,8 @@ import pytest
 
 import pepnet
 from pepnet.config import parse_config
-from pepnet.run import prepare, score
+from pepnet.prepare import prepare
+from pepnet.run import score
 
 N_ROWS = 30_000
 

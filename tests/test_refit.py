@@ -12,7 +12,8 @@ import pepnet
 from pepnet.config import parse_config
 from pepnet.data.encoder import Encoder
 from pepnet.data.sources import FILE_COL, ROW_COL, Frame, concat_frames
-from pepnet.run import REFIT_DIR, Run, prepare
+from pepnet.prepare import prepare
+from pepnet.run import REFIT_DIR, Run
 from pepnet.train.checkpoint import load_checkpoint
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")

@@ -14,7 +14,7 @@ import yaml
 
 import pepnet
 from pepnet.config import parse_config
-from pepnet.data.errors import DataError
+from pepnet.errors import DataError
 from pepnet.train.checkpoint import load_checkpoint
 
 SCHEMA = {

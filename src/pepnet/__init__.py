@@ -18,12 +18,12 @@ from typing import TYPE_CHECKING, Any
 
 __version__ = "0.1.0"
 _LAZY = {"ConfigError": ".config", "ExperimentConfig": ".config", "load_config": ".config",
-         "DataError": ".data.errors", "Run": ".run", "fit": ".run"}
+         "DataError": ".errors", "Run": ".run", "fit": ".run"}
 __all__ = ["ConfigError", "DataError", "ExperimentConfig", "Run", "__version__", "fit", "load_config"]
 
 if TYPE_CHECKING:
     from .config import ConfigError, ExperimentConfig, load_config
-    from .data.errors import DataError
+    from .errors import DataError
     from .run import Run, fit
 
 

@@ -6,6 +6,8 @@ pepnet evaluate RUN_DIR [--data FILE]
 pepnet predict RUN_DIR --data FILE --out preds.parquet
 pepnet quickstart [--out RUN_DIR]
 pepnet compare CONFIG --out DIR [--models a,b,...] [--seeds N] [--ablations]
+pepnet export RUN_DIR (--out EXPORT_DIR | --publish MODELS_DIR)
+pepnet serve EXPORT_DIR|MODELS_DIR [--host 127.0.0.1] [--port 8000] [--workers N]
 """
 from __future__ import annotations
 
@@ -46,8 +48,8 @@ def _flag(default: bool, *names: str, help: str) -> Any:
     return typer.Option(default, *names, help=help, metavar="")
 
 
-_USER_ERRORS = (("pepnet.config", "ConfigError"), ("pepnet.data.errors", "DataError"),
-                ("pepnet.train.checkpoint", "CheckpointError"), ("pepnet.train.trainer", "TrainingError"))
+_USER_ERRORS = (("pepnet.config", "ConfigError"), ("pepnet.errors", "DataError"),
+                ("pepnet.train.checkpoint", "CheckpointError"), ("pepnet.train.runtime", "TrainingError"))
 
 
 def _user_errors() -> tuple[type[BaseException], ...]:
@@ -144,11 +146,23 @@ def fit(
         _show(run.report, out)
 
 
-def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optional[list[str]], passes: int) -> None:
-    from .train.stream import STREAM_CSV, STREAM_PNG, period_files, stream
+def _publish(run_dir: Path, models_dir: Path) -> int:
+    """Export ``run_dir`` as the next version of ``models_dir`` (see pepnet.export.publish)."""
+    from .export import export_run
+    from .export.publish import publish
+
+    version = publish(models_dir, lambda folder: export_run(run_dir, folder))
+    typer.echo(f"published version {version} to {models_dir} ({models_dir / 'versions' / str(version)})")
+    return version
+
+
+def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optional[list[str]], passes: int,
+                 publish_to: Optional[Path] = None) -> None:
+    from .stream import STREAM_CSV, STREAM_PNG, period_files, stream
 
     files = [f for d in data for f in period_files(d)]
-    run = stream(files, out, config, overrides=set_, passes=passes)
+    after = (lambda _record: _publish(out, publish_to)) if publish_to else None
+    run = stream(files, out, config, overrides=set_, passes=passes, after_period=after)
     last = run.history[-1] if run.history else {}
     typer.echo(f"\n{len(run.history)} period(s) in {out}; last progressive mean AUC {last.get('mean_auc')}")
     typer.echo(f"written: {out / STREAM_CSV}, {out / STREAM_PNG}, {out / 'model.pt'}")
@@ -162,10 +176,12 @@ def stream_cmd(
     out: Path = typer.Option(..., "--out", "-o", help="run directory (created, or continued if it holds a run)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key (new runs only)"),
     passes: int = typer.Option(1, "--passes", min=1, help="training passes over each period"),
+    publish_to: Optional[Path] = typer.Option(None, "--publish", help="after each period, export the model as the "
+                                              "next version of this models directory (watched by `pepnet serve`)"),
 ) -> None:
     """Online training: for each period, evaluate the current model on it, then train on it."""
     cfg = None if (out / "config.yaml").is_file() else resolve_config(config)
-    _stream_into(out, data, cfg, set_, passes)
+    _stream_into(out, data, cfg, set_, passes, publish_to)
 
 
 @app.command()
@@ -248,13 +264,48 @@ def bench(
 @_friendly
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
-    out: Path = typer.Option(..., "--out", help="export directory (model.pt2 + encoder/ + manifest.json)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="export directory (model.pt2 + encoder/ + manifest.json)"),
+    publish_to: Optional[Path] = typer.Option(None, "--publish", help="models directory: write the export as "
+                                              "versions/<N>/ and point `current` at it (watched by `pepnet serve`)"),
 ) -> None:
     """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
     from .export import export_run
 
+    if (out is None) == (publish_to is None):
+        raise typer.BadParameter("give one of --out EXPORT_DIR or --publish MODELS_DIR")
+    if publish_to is not None:
+        _publish(run_dir, publish_to)
+        return
     path = export_run(run_dir, out)
     typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
+
+
+@app.command()
+@_friendly
+def serve(
+    source: Path = typer.Argument(..., help="an export directory (`pepnet export --out`) or a models directory "
+                                  "(`pepnet export --publish`; watched for new versions)"),
+    host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback by default)"),
+    port: int = typer.Option(8000, "--port", help="TCP port"),
+    workers: int = typer.Option(1, "--workers", min=1, help="server processes, each with its own model"),
+    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0, help="longest wait to coalesce concurrent "
+                                      "requests into one forward pass"),
+    max_batch_rows: int = typer.Option(4096, "--max-batch-rows", min=1, help="most rows per request (larger: 413) "
+                                       "and per coalesced batch"),
+    max_body_bytes: int = typer.Option(8 << 20, "--max-body-bytes", min=1, help="largest request body (larger: 413)"),
+    timeout_s: float = typer.Option(10.0, "--timeout-s", min=0.001, help="longest time a request may take (then 503)"),
+    poll_s: float = typer.Option(1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new "
+                                 "version"),
+    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads per worker"),
+    access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+) -> None:
+    """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
+    from .serve.app import Settings, run
+
+    if not source.exists():
+        raise FileNotFoundError(f"{source} does not exist; expected an export or a models directory")
+    run(Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
+        host=host, port=port, workers=workers, access_log=access_log)
 
 
 @app.command()
@@ -265,7 +316,7 @@ def gates(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
-    from .gates import run_gates
+    from .gate_analysis import run_gates
     from .run import Run
 
     run = Run.load(run_dir)

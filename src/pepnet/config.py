@@ -504,6 +504,16 @@ def load_config(path: str | Path, overrides: list[str] | None = None) -> Experim
     return parse_config(tree or {}, str(path), overrides)
 
 
+def as_config(config: ExperimentConfig | str | Path, overrides: list[str] | None = None) -> ExperimentConfig:
+    """A config given as an object or as the path of a YAML file, with ``--set`` overrides applied (the one
+    place that resolves them for ``fit``, ``compare`` and ``stream``)."""
+    if not isinstance(config, ExperimentConfig):
+        return load_config(config, overrides)
+    if overrides:
+        return parse_config(config.to_dict(), "<config>", overrides)
+    return config
+
+
 __all__ = [
     "ConfigError",
     "DataConfig",
@@ -520,6 +530,7 @@ __all__ = [
     "SyntheticData",
     "TimeFeature",
     "TrainConfig",
+    "as_config",
     "load_config",
     "parse_config",
 ]

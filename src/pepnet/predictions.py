@@ -1,13 +1,13 @@
 """The table ``predict`` returns: each input row's keys beside its probabilities, so rows join back by key."""
 from __future__ import annotations
 
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
 
 from .data.encoder import Encoder
-from .data.errors import DataError
+from .errors import DataError
 
 
 def prediction_frame(df: pl.DataFrame, encoder: Encoder, probs: np.ndarray, keep: Sequence[str] = (),

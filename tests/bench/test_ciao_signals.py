@@ -1,7 +1,8 @@
-"""benchmarks/ciao_signals.py builds the extra inputs behind the GBDT table of docs/results.md ("Beyond the
-issue's statistics"): each row may see only what was known before its day (trust statistics, day counters),
-else the table would measure a leak. The realtime counts are pepnet's own `realtime` option, tested in
-tests/data/test_encoder.py. Checked here on hand-made rows whose every value is worked out below."""
+"""benchmarks/ciao_signals.py builds the extra inputs behind the GBDT table of docs/results.md ("More
+information: real-time counts and the trust graph"): each row may see only what was known before its day
+(trust statistics, day counters), else the table would measure a leak. The realtime counts are pepnet's own
+`realtime` option, tested in tests/data/test_encoder.py. Checked here on hand-made rows whose every value is
+worked out below."""
 from __future__ import annotations
 
 import importlib.util

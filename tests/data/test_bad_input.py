@@ -19,7 +19,7 @@ import pepnet
 from pepnet.cli import app
 from pepnet.config import ConfigError, SchemaConfig, parse_config
 from pepnet.data.encoder import Encoder, hash_ids
-from pepnet.data.errors import DataError, DataWarning
+from pepnet.errors import DataError, DataWarning
 from pepnet.data.sources import read_files
 from pepnet.data.split import split_frame
 from pepnet.data.validate import drop_missing, validate
@@ -142,6 +142,20 @@ def test_row_is_counted_within_the_file_that_holds_it(tmp_path):
         check([a, b])
     assert (err.value.file, err.value.row) == (b, 7)
     assert str(err.value).startswith(f"file {b}, column 'price', row 7:")
+
+
+@pytest.mark.parametrize(("col", "bad", "match"), [
+    ("price", float("inf"), "expected a finite number"),
+    ("click", 2.0, "expected 0, 1 or null"),
+    ("domain", None, "null"),
+])
+def test_the_first_of_two_offending_rows_is_named(tmp_path, col, bad, match):
+    """Two bad rows (the later one written first): the error names the earlier row, 17, not 150."""
+    df = logs().with_columns(pl.col("click").cast(pl.Float64))
+    path = write(set_value(set_value(df, col, 150, bad), col, 17, bad), tmp_path / "a.parquet")
+    with pytest.raises(DataError, match=match) as err:
+        check(path)
+    assert (err.value.file, err.value.column, err.value.row) == (path, col, 17)
 
 
 @pytest.mark.parametrize("value", [2, -1, 0.5])

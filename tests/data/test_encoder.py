@@ -61,7 +61,7 @@ def _field(enc: Encoder, data, name: str) -> np.ndarray:
 
 
 def _stat(enc: Encoder, df: pl.DataFrame, name: str, training: bool) -> np.ndarray:
-    names, values = enc.stat_values(df, training=training)
+    names, values = enc.past.values(df, training=training)
     return values[:, names.index(name)]
 
 
@@ -353,3 +353,22 @@ def test_labels_nan_where_missing():
     y = train["click"].to_numpy()
     assert data.labels.shape == (train.height, 1) and data.labels.dtype == np.float32
     np.testing.assert_array_equal(np.isnan(data.labels[:, 0]), np.isnan(y))
+
+
+def test_time_features_encode_the_calendar_part_of_the_time_column():
+    """``schema.time_features``: sparse fields whose ids stand for the hour / weekday of the time column (UTC);
+    a value never seen in training is the OOV id 0."""
+    schema = _schema(time_features=[{"name": "hour", "part": "hour"}, {"name": "wd", "part": "weekday"}])
+    start = 1_704_067_200  # 2024-01-01 00:00 UTC, a Monday
+    train = _frame(96).with_columns(t=pl.Series(start + 3600 * np.arange(96) % (20 * 3600)))  # hours 0..19
+    enc = Encoder(schema).fit(train)
+    later = train.with_columns(t=pl.Series(start + 86_400 * 2 + 3600 * np.arange(96) % (24 * 3600)))  # Wednesday
+    for df in (train, later):
+        data = enc.transform(df)
+        hours = (df["t"].to_numpy() % 86_400) // 3600
+        ids = _field(enc, data, "hour")
+        kept = enc.vocabs["hour"].to_numpy()
+        np.testing.assert_array_equal(np.where(ids > 0, kept[np.maximum(ids - 1, 0)], -1),
+                                      np.where(hours < 20, hours, -1))  # hours 20..23: unseen in training
+    assert enc.vocabs["wd"].to_list() == [1]  # training saw Mondays only (polars: Monday = 1)
+    assert (_field(enc, enc.transform(train), "wd") == 1).all() and (_field(enc, enc.transform(later), "wd") == 0).all()

@@ -6,7 +6,7 @@ import pytest
 
 import pepnet
 from pepnet.config import SideTable
-from pepnet.data.errors import DataError
+from pepnet.errors import DataError
 from pepnet.data.sources import join_side_tables, read_files
 from pepnet.datasets.synthetic import SyntheticSpec, generate
 

@@ -13,7 +13,7 @@ import pytest
 
 from pepnet.config import load_config
 from pepnet.datasets.ciao import RATINGS_SHA256, ratings_path
-from pepnet.run import prepare
+from pepnet.prepare import prepare
 
 SHARED = Path(__file__).resolve().parents[3] / "shared" / "data" / "ciao" / "ratings.parquet"
 

@@ -10,29 +10,23 @@ import torch
 from typer.testing import CliRunner
 
 import pepnet
-from pepnet.cli import app, resolve_config
+from pepnet.cli import app
 from pepnet.datasets.synthetic import SyntheticSpec, generate
-from pepnet.export import Predictor, export_run
-
-TINY = ["data.synthetic.n_rows=3000", "data.synthetic.n_users=300", "data.synthetic.n_items=500",
-        "train.epochs=1", "train.progress=false", "model.hidden_units=[16, 8]"]
+from pepnet.export import Predictor
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    out = tmp_path_factory.mktemp("run")
-    pepnet.fit(resolve_config("synthetic"), out, overrides=TINY, log=lambda _: None)
-    return out
+def run_dir(tiny_export):
+    return tiny_export.run
 
 
-def test_export_matches_eager_on_real_rows(run_dir, tmp_path):
-    export_run(run_dir, tmp_path / "export")
-    manifest = json.loads((tmp_path / "export" / "manifest.json").read_text())
+def test_export_matches_eager_on_real_rows(tiny_export, tmp_path):
+    manifest = json.loads((tiny_export.export / "manifest.json").read_text())
     assert manifest["tasks"] == ["click", "like"] and manifest["max_abs_diff_vs_eager"] <= 1e-5
     rows = generate(SyntheticSpec(n_rows=700, n_users=300, n_items=500, seed=5))
     rows.write_parquet(tmp_path / "rows.parquet")
-    eager = pepnet.Run.load(run_dir).predict(str(tmp_path / "rows.parquet"))
-    served = Predictor(tmp_path / "export").predict(rows.drop(["click", "like"]))  # serving rows carry no labels
+    eager = pepnet.Run.load(tiny_export.run).predict(str(tmp_path / "rows.parquet"))
+    served = Predictor(tiny_export.export).predict(rows.drop(["click", "like"]))  # serving rows carry no labels
     assert served.height == 700 and served.columns == eager.columns
     assert served.columns[:4] == ["domain_id", "user_id", "item_id", "time"]  # the synthetic config's keys
     kept = Predictor(tmp_path / "export").predict(rows, keep=["author_id"])
@@ -42,10 +36,9 @@ def test_export_matches_eager_on_real_rows(run_dir, tmp_path):
         assert served[t].n_unique() > 1
 
 
-def test_exported_program_has_dynamic_batch(run_dir, tmp_path):
-    export_run(run_dir, tmp_path / "export")
-    module = torch.export.load(tmp_path / "export" / "model.pt2").module()
-    man = json.loads((tmp_path / "export" / "manifest.json").read_text())
+def test_exported_program_has_dynamic_batch(tiny_export):
+    module = torch.export.load(tiny_export.export / "model.pt2").module()
+    man = json.loads((tiny_export.export / "manifest.json").read_text())
     fs, fd = len(man["inputs"]["sparse"]), len(man["inputs"]["dense"])
     for b in (1, 5, 1000):
         out = module(torch.zeros(b, fs, dtype=torch.long), torch.zeros(b, fd))

@@ -33,6 +33,26 @@ def test_all_models_registered():
     assert set(NN_MODELS) <= set(MODELS)
 
 
+def test_register_adds_a_model_that_build_model_builds(monkeypatch):
+    """``register`` (public API): a model registered under a new name is built by ``build_model`` with the
+    layout and config it is given, and the name is then accepted."""
+    from pepnet.nn import registry
+
+    monkeypatch.setattr(registry, "MODELS", dict(registry.MODELS))  # leave the real registry as it was
+    seen = []
+
+    def builder(layout: ModelLayout, config: ModelConfig) -> torch.nn.Module:
+        seen.append((layout, config.name))
+        return torch.nn.Linear(layout.n_sparse + layout.n_dense, layout.n_tasks)
+
+    with pytest.raises(ValueError, match="'mine' is unknown"):
+        build_model(LAYOUT, cfg("mine"))
+    registry.register("mine", builder)
+    model = build_model(LAYOUT, cfg("mine"))
+    assert isinstance(model, torch.nn.Linear) and model.out_features == 2
+    assert seen == [(LAYOUT, "mine")] and "mine" in registry.MODELS
+
+
 @pytest.mark.parametrize("name", NN_MODELS)
 def test_forward_shapes_and_every_parameter_gets_a_gradient(name):
     torch.manual_seed(0)
@@ -172,7 +192,7 @@ def test_gate_on_input_vs_output_widths():
 
 
 def test_domain_stats_flag_changes_domain_side_group():
-    from pepnet.run import layout_from_encoder
+    from pepnet.prepare import layout_from_encoder
 
     class FakeEncoder:  # the part of Encoder layout_from_encoder reads
         class schema:

@@ -32,6 +32,32 @@ def test_torchrec_tables_equal_the_fused_table():
     assert sum(p.numel() for p in trec.embedding_parameters()) == sum(p.numel() for p in fused.embedding_parameters())
 
 
+def test_torchrec_tables_keep_the_fused_tables_oov_dropout():
+    """``train.embedding_sharding`` converts the model with ``from_fused``: the OOV dropout of the fused table
+    (fields, OOV rows, probabilities) carries over, so training drops the same ids (same random draws) and
+    evaluation drops none."""
+    from pepnet.nn.torchrec_embedding import TorchRecFeatureEmbedding
+
+    torch.manual_seed(0)
+    sizes = [4, 9, 3]
+    fused = FeatureEmbedding(sum(sizes), n_dense=1, dim=5, oov_dropout=[(1, 4, 0.5)])
+    trec = TorchRecFeatureEmbedding.from_fused(fused, sizes)
+    sparse = torch.stack([torch.randint(1, 4, (64,)), torch.randint(5, 13, (64,)), torch.randint(14, 16, (64,))], 1)
+    dense = torch.randn(64, 1)
+    fused.train(), trec.train()
+    torch.manual_seed(1)
+    expected = fused(sparse, dense)
+    torch.manual_seed(1)
+    got = trec(sparse, dense)
+    torch.testing.assert_close(got, expected, rtol=0, atol=0)
+    oov = fused.table.weight[4]
+    dropped = (got[:, 1] == oov).all(dim=1)
+    assert 10 < int(dropped.sum()) < 54                 # about half of field 1's ids became its OOV row
+    assert torch.equal(got[:, 0], fused.table.weight[sparse[:, 0]])  # other fields untouched
+    fused.eval(), trec.eval()
+    assert not (trec(sparse, dense)[:, 1] == oov).all(dim=1).any()    # evaluation drops nothing
+
+
 def test_sharded_model_matches_unsharded_on_two_processes(tmp_path):
     import torch.distributed as dist
 

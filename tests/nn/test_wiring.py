@@ -295,3 +295,26 @@ def test_one_training_step_moves_prior_only_embedding_rows(tiny):
     unused = torch.ones(len(moved), dtype=torch.bool)
     unused[sparse.unique()] = False
     assert not torch.any(moved[unused])  # row-wise (sparse) updates: rows outside the batch stay put
+
+
+@pytest.mark.parametrize("gate_mode", ["split", "per_task"])
+def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
+    """Each layer's gate output viewed as [B, T, w]: slice t multiplies task t's tower and no other. Zeroing one
+    task's slice of the first layer's gate changes that task's logit only, for every task."""
+    torch.manual_seed(0)
+    ppnet = PPNet(in_dim=6, prior_dim=4, hidden_units=[5, 3], n_tasks=3, gate_hidden=4, gate_mode=gate_mode).eval()
+    o_ep, prior = torch.randn(16, 6), torch.randn(16, 4)
+    with torch.no_grad():
+        base, _ = ppnet(o_ep, prior)
+        for t in range(3):
+            def zero_slice(module, inputs, out, t=t):
+                out = out.view(out.shape[0], 3, -1).clone()
+                out[:, t] = 0.0
+                return out.view(out.shape[0], -1)
+
+            hook = ppnet.gates[0].register_forward_hook(zero_slice)
+            logits, _ = ppnet(o_ep, prior)
+            hook.remove()
+            others = [k for k in range(3) if k != t]
+            torch.testing.assert_close(logits[:, others], base[:, others], rtol=0, atol=0)
+            assert (logits[:, t] - base[:, t]).abs().max() > 1e-4, f"task {t}'s slice does not reach tower {t}"

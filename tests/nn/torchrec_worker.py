@@ -16,7 +16,8 @@ import torch.distributed as dist
 
 from pepnet.config import ModelConfig
 from pepnet.nn import ModelLayout, build_model
-from pepnet.nn.torchrec_embedding import gather_full_state, load_full_state, shard_model, use_torchrec_embedding
+from pepnet.nn.torchrec_embedding import use_torchrec_embedding
+from pepnet.train.sharded import gather_full_state, load_full_state, shard_model
 
 FIELD_SIZES = [7, 11, 5, 13, 9, 6]
 GROUPS = {"general": [0, 1, 6], "domain_side": [2], "user_prior": [3], "item_prior": [4], "author_prior": [5]}

@@ -100,3 +100,18 @@ def test_without_ema_the_saved_weights_are_the_live_ones(tmp_path):
     best = load_checkpoint(tmp_path / BEST)
     for k, v in trainer.model.state_dict().items():
         assert torch.equal(best[k], v), k
+
+
+def test_weight_decay_reaches_the_dense_weights_only(tmp_path):
+    """``train.weight_decay``: one step from the same weights on the same batch moves the dense (Adam) weights
+    differently with decay than without, and leaves the embedding (Adagrad) step as it was."""
+    after = {}
+    for wd in (0.0, 0.5):
+        trainer, data = _tiny_trainer(tmp_path / str(wd), weight_decay=wd)
+        trainer.step(data.batch(slice(0, BS)))
+        after[wd] = {k: v.detach().clone() for k, v in trainer.model.state_dict().items()}
+        assert trainer.optimizers[1].param_groups[0]["weight_decay"] == wd
+    dense = [k for k in after[0.0] if not k.startswith("embedding.")]
+    assert dense and all(not torch.equal(after[0.0][k], after[0.5][k]) for k in dense if "weight" in k)
+    table = "embedding.table.weight"
+    torch.testing.assert_close(after[0.0][table], after[0.5][table], rtol=0, atol=0)

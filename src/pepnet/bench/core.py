@@ -26,8 +26,9 @@ import torch
 from ..config import ExperimentConfig, TrainConfig, load_config
 from ..data.batches import BatchLoader, Prefetcher, TensorData
 from ..nn import build_model
-from ..run import layout_from_encoder, prepare
-from ..train.trainer import Trainer, resolve_device, seed_everything
+from ..prepare import layout_from_encoder, prepare
+from ..train.runtime import resolve_device, seed_everything
+from ..train.trainer import Trainer
 from .flops import GemmRecorder, replay_seconds
 from .naive import NaivePEPNet, NaiveTrainer, RowDataset, copy_weights, local_ids
 

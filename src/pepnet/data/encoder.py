@@ -22,10 +22,11 @@ import numpy as np
 import polars as pl
 
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
+from ..errors import DataError
 from ..fileio import atomic_write
-from .errors import DataError
+from .past_stats import PastStatistics
 from .split import time_seconds
-from .validate import label_expr, label_matrix
+from .validate import label_matrix, required_columns
 
 
 @dataclass(frozen=True)
@@ -106,10 +107,10 @@ class Encoder:
         self.schema = schema
         self.vocabs: dict[str, pl.Series] = {}        # sparse feature / time feature -> kept values
         self.dense_stats: dict[str, tuple[float, float]] = {}  # dense field -> (mean, std)
-        self.stat_tables: dict[str, pl.DataFrame] = {}  # stat feature -> keys, n, s, m over the training split
-        self.stat_global: dict[str, float] = {}
+        self.past = PastStatistics(schema)  # statistics of the past: totals over the rows seen so far
         self.stat_edges: dict[str, np.ndarray] = {}
         self.fields: list[FieldInfo] = []
+        self.input_dtypes: dict[str, str] = {}  # column read when scoring -> its polars dtype in the training split
         self.fitted = False
 
     # ------------------------------------------------------------------ layout
@@ -150,94 +151,6 @@ class Encoder:
         """Indices (into ``fields``: sparse first, then dense) of the features of a schema group."""
         return [self.field_index(n) for n in getattr(self.schema.groups, name)]
 
-    # ------------------------------------------------------------------ statistics of the past
-    def _target(self, stat: StatFeature) -> pl.Expr:
-        if stat.stat == "count":
-            return pl.lit(None, dtype=pl.Float64)
-        if stat.target in self.schema.labels:
-            return label_expr(self.schema.labels[stat.target])
-        return pl.col(stat.target).cast(pl.Float64)
-
-    def _past(self, frame: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
-        """``frame`` left-joined with the accumulated statistics table of ``stat`` (columns n, s, m; null if unseen)."""
-        table = self.stat_tables[stat.name]
-        cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
-        return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
-
-    def _past_totals(self, df: pl.DataFrame, stat: StatFeature, training: bool,
-                     with_history: bool = False) -> pl.DataFrame:
-        """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
-        target), m (rows with a target); null where the key was never seen. ``with_history`` (training only):
-        add the accumulated table to the within-frame totals (online training: earlier periods count too).
-        A ``realtime`` count of evaluation rows is computed the same way: the frame's earlier rows plus the table."""
-        if not training and stat.realtime:
-            training = with_history = True
-        keys = stat.keys
-        if not training:  # evaluation rows only look up the training statistics: no target column needed
-            frame = df.select([pl.col(k) for k in keys])
-        else:
-            frame = df.select([pl.col(k) for k in keys] + [self._target(stat).alias("__y")])
-        if training:
-            if self.schema.time:
-                frame = frame.with_columns(__t=time_seconds(df[self.schema.time]))
-                g = (
-                    frame.group_by([*keys, "__t"])
-                    .agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
-                    .sort([*keys, "__t"])
-                    .with_columns(
-                        [(pl.col(c).cum_sum().over(keys) - pl.col(c)).alias(c) for c in ("n", "s", "m")]
-                    )
-                )
-                agg = frame.join(g, on=[*keys, "__t"], how="left", maintain_order="left")
-            else:  # leave-one-out totals: a row never sees its own label
-                g = frame.group_by(keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
-                agg = frame.join(g, on=keys, how="left", maintain_order="left").with_columns(
-                    n=pl.col("n") - 1,
-                    s=pl.col("s") - pl.col("__y").fill_null(0.0),
-                    m=pl.col("m") - pl.col("__y").is_not_null().cast(pl.UInt32),
-                )
-            if with_history:
-                past = self._past(frame.select(keys), stat)
-                agg = agg.with_columns([(pl.col(c).cast(pl.Float64) + past[c].fill_null(0).cast(pl.Float64)).alias(c)
-                                        for c in ("n", "s", "m")])
-            return agg
-        return self._past(frame, stat)
-
-    def _stat_raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
-        """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`_past_totals`."""
-        agg = self._past_totals(df, stat, training, with_history)
-        n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
-        if stat.stat == "count":
-            return np.log1p(n)
-        s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy()
-        m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy()
-        g0 = self.stat_global[stat.name]
-        if stat.prior == 0:
-            return np.where(m > 0, s / np.maximum(m, 1.0), g0)
-        return (s + stat.prior * g0) / (m + stat.prior)
-
-    def _fit_stat(self, df: pl.DataFrame, stat: StatFeature) -> np.ndarray:
-        y = df.select(self._target(stat).alias("__y"))["__y"]
-        self.stat_global[stat.name] = float(y.mean()) if stat.stat != "count" and y.count() else 0.0
-        frame = df.select([pl.col(k) for k in stat.keys] + [self._target(stat).alias("__y")])
-        self.stat_tables[stat.name] = frame.group_by(stat.keys).agg(
-            n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count()
-        )
-        return self._stat_raw(df, stat, training=True)
-
-    def stat_values(self, df: pl.DataFrame, training: bool = False) -> tuple[list[str], np.ndarray]:
-        """Every statistic of the schema, un-bucketised and un-standardised: (names, float64 [N, S]).
-
-        Counts are log1p(count), rates and means smoothed, exactly as the model's inputs are derived
-        (``training`` as in :meth:`transform`). For models that take raw numbers, e.g. gradient-boosted trees."""
-        if not self.fitted:
-            raise RuntimeError("Encoder.stat_values called before fit")
-        stats = self.schema.stats
-        values = np.zeros((df.height, len(stats)), dtype=np.float64)
-        for j, spec in enumerate(stats):
-            values[:, j] = self._stat_raw(df, spec, training)
-        return [s.name for s in stats], values
-
     # ------------------------------------------------------------------ fit / transform
     def _sparse_specs(self) -> list[FeatureSpec | StatFeature | TimeFeature]:
         s = self.schema
@@ -255,10 +168,12 @@ class Encoder:
         """Learn every encoding from the training split."""
         if train.height == 0:
             raise DataError("cannot fit the encoder on an empty training split")
+        self.input_dtypes = {c: str(train.schema[c]) for c in required_columns(self.schema, labels=False)
+                             if c in train.columns}
         sizes: list[tuple[str, str, int]] = []
         for spec in self._sparse_specs():
             if isinstance(spec, StatFeature):
-                raw = self._fit_stat(train, spec)
+                raw = self.past.fit(train, spec)
                 qs = np.quantile(raw, np.arange(1, spec.buckets) / spec.buckets)
                 self.stat_edges[spec.name] = np.unique(qs)
                 sizes.append((spec.name, "sparse", len(self.stat_edges[spec.name]) + 2))
@@ -272,7 +187,7 @@ class Encoder:
                 self.vocabs[spec.name] = kept.sort().rename("value")
                 sizes.append((spec.name, "sparse", len(kept) + 1 + self._reserve(spec)))
         for spec in self._dense_specs():
-            raw = self._fit_stat(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
+            raw = self.past.fit(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
             std = float(raw.std())
             self.dense_stats[spec.name] = (float(raw.mean()), std if std > 0 else 1.0)
             sizes.append((spec.name, "dense", 1))
@@ -290,7 +205,7 @@ class Encoder:
 
     def _sparse_ids(self, df: pl.DataFrame, spec, training: bool, with_history: bool = False) -> np.ndarray:
         if isinstance(spec, StatFeature):
-            raw = self._stat_raw(df, spec, training, with_history)
+            raw = self.past.raw(df, spec, training, with_history)
             return np.searchsorted(self.stat_edges[spec.name], raw, side="right").astype(np.int64) + 1
         if isinstance(spec, FeatureSpec) and spec.hash_buckets:
             return hash_ids(df[spec.source], spec.hash_buckets)
@@ -312,14 +227,8 @@ class Encoder:
             unseen = (ids == 0) & col.is_not_null().to_numpy()
             ids[unseen] = hash_ids(col.filter(pl.Series(unseen)), reserve) + (size - 1 - reserve)
         if training and isinstance(spec, FeatureSpec) and spec.oov_first_rows:
-            ids[self._earlier_rows(df, spec) < spec.oov_first_rows] = 0
+            ids[self.past.earlier_rows(df, spec.source) < spec.oov_first_rows] = 0
         return ids
-
-    def _earlier_rows(self, df: pl.DataFrame, spec: FeatureSpec) -> np.ndarray:
-        """For each training row of ``df``, how many rows of ``df`` before it hold the same value of ``spec``'s
-        column (strictly earlier in time; without a time column, every other row): int [N]."""
-        count = StatFeature(name=f"{spec.name} (earlier rows)", keys=[spec.source], stat="count")
-        return self._past_totals(df, count, training=True)["n"].to_numpy()
 
     # ------------------------------------------------------------------ online growth
     @staticmethod
@@ -354,28 +263,13 @@ class Encoder:
                 added[spec.name] = len(new)
         return added
 
-    def update_stats(self, df: pl.DataFrame) -> None:
-        """Add the rows of ``df`` to the accumulated statistics of the past (and their global means)."""
-        for stat in self.schema.stats:
-            frame = df.select([pl.col(k) for k in stat.keys] + [self._target(stat).alias("__y")])
-            table = self.stat_tables[stat.name]
-            new = frame.with_columns([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).group_by(
-                stat.keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
-            self.stat_tables[stat.name] = pl.concat([table, new.cast(table.schema)]).group_by(
-                stat.keys, maintain_order=True).agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())
-            if stat.stat != "count":
-                t = self.stat_tables[stat.name]
-                m = float(t["m"].sum())
-                if m > 0:
-                    self.stat_global[stat.name] = float(t["s"].sum()) / m
-
     def partial_fit(self, df: pl.DataFrame) -> EncodedData:
         """Online training on one more period: grow the vocabularies, encode ``df`` as training data (statistics
         of the past = everything accumulated so far + earlier rows of ``df``), then add ``df`` to the statistics.
         Bucket edges and dense standardisation stay those of the first fit (the model's inputs keep their meaning)."""
         self.grow(df)
         encoded = self.transform(df, training=True, with_history=True)
-        self.update_stats(df)
+        self.past.update(df)
         return encoded
 
     def transform(self, df: pl.DataFrame, training: bool = False, with_history: bool = False) -> EncodedData:
@@ -390,7 +284,7 @@ class Encoder:
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
         dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
         for j, spec in enumerate(self._dense_specs()):
-            raw = self._stat_raw(df, spec, training, with_history) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
+            raw = self.past.raw(df, spec, training, with_history) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
             mean, std = self.dense_stats[spec.name]
             dense[:, j] = (raw - mean) / std
         dom = df[self.schema.domain]
@@ -414,14 +308,13 @@ class Encoder:
         path.mkdir(parents=True, exist_ok=True)
         for name, vocab in self.vocabs.items():
             pl.DataFrame({"value": vocab}).write_parquet(path / f"vocab.{name}.parquet")
-        for name, table in self.stat_tables.items():
-            table.write_parquet(path / f"stat.{name}.parquet")
         meta = {
             "schema": self.schema.model_dump(mode="json"),
             "fields": [asdict(f) for f in self.fields],
             "dense_stats": self.dense_stats,
-            "stat_global": self.stat_global,
+            "stat_global": self.past.save(path),
             "stat_edges": {k: v.tolist() for k, v in self.stat_edges.items()},
+            "input_dtypes": self.input_dtypes,
         }
         atomic_write(path / "encoder.json", json.dumps(meta, indent=1))  # last: its presence marks a complete save
 
@@ -432,12 +325,11 @@ class Encoder:
         enc = cls(SchemaConfig.model_validate(meta["schema"]))
         enc.fields = [FieldInfo(**f) for f in meta["fields"]]
         enc.dense_stats = {k: tuple(v) for k, v in meta["dense_stats"].items()}
-        enc.stat_global = meta["stat_global"]
         enc.stat_edges = {k: np.asarray(v, dtype=np.float64) for k, v in meta["stat_edges"].items()}
+        enc.input_dtypes = meta.get("input_dtypes", {})  # encoders saved before it was recorded have none
         for spec in enc._sparse_specs():
             if isinstance(spec, (FeatureSpec, TimeFeature)) and (path / f"vocab.{spec.name}.parquet").exists():
                 enc.vocabs[spec.name] = pl.read_parquet(path / f"vocab.{spec.name}.parquet")["value"]
-        for spec in enc.schema.stats:
-            enc.stat_tables[spec.name] = pl.read_parquet(path / f"stat.{spec.name}.parquet")
+        enc.past = PastStatistics.load(enc.schema, path, meta["stat_global"])
         enc.fitted = True
         return enc

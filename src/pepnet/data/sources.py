@@ -12,7 +12,7 @@ from pathlib import Path
 import polars as pl
 
 from ..config import DataConfig, SideTable
-from .errors import DataError
+from ..errors import DataError
 
 FILE_COL = "__file"
 ROW_COL = "__row"

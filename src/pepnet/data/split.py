@@ -5,11 +5,8 @@ import numpy as np
 import polars as pl
 
 from ..config import DataConfig, SchemaConfig
-from .errors import DataError
+from ..errors import DataError
 from .sources import Frame, load_data
-
-SPLITS = ("train", "valid", "test")
-
 
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     a = int(round(n * fractions[0]))

@@ -13,7 +13,7 @@ import numpy as np
 import polars as pl
 
 from ..config import LabelSpec, SchemaConfig
-from .errors import DataError, DataWarning
+from ..errors import DataError, DataWarning
 from .sources import PROVENANCE, Frame
 
 

@@ -8,7 +8,7 @@ from __future__ import annotations
 import hashlib
 from pathlib import Path
 
-from ..data.errors import DataError
+from ..errors import DataError
 
 RATINGS = Path(__file__).parent / "ciao_data" / "ratings.parquet"
 RATINGS_SHA256 = "63b3b96798e7e1bbcc0958da3182e91478a8e9637440b582edcb7d7369c2d27f"

@@ -6,17 +6,18 @@
   ``(sparse int64 [B, Fs], dense float32 [B, Fd]) -> logits float32 [B, T]``; it runs without pepnet's
   Python model code (``torch.export.load(path).module()``);
 - ``encoder/``: the run's encoder, so raw rows are encoded exactly as in training;
-- ``manifest.json``: tasks, input fields, versions, and the largest difference between the exported and
-  the eager model on a verification batch (the export is refused if it exceeds 1e-5).
+- ``manifest.json``: tasks, input fields, versions, the largest difference between the exported and
+  the eager model on a verification batch (the export is refused if it exceeds 1e-5), and the first rows of
+  that batch with their logits (``verification``): loading an export checks that its program reproduces them.
 
-``Predictor(out_dir).predict(frame)`` encodes raw rows (a polars DataFrame or files) and returns
-probabilities; it is what a serving process needs.
+``ExportedModel(out_dir).score(frame)`` encodes raw rows and returns probabilities: the one path that
+``Predictor(out_dir).predict(frame)`` (a polars DataFrame or files) and ``pepnet serve`` both use.
 """
 from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Sequence
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -31,6 +32,7 @@ from ..predictions import prediction_frame
 MODEL_FILE = "model.pt2"
 MANIFEST = "manifest.json"
 TOLERANCE = 1e-5
+VERIFY_ROWS = 16  # rows of the verification batch stored in the manifest (checked whenever an export is loaded)
 
 
 class ExportError(RuntimeError):
@@ -65,6 +67,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         diff = float((program.module()(*check) - model(*check)).abs().max())
     if not diff <= TOLERANCE:
         raise ExportError(f"exported model differs from the eager model by {diff:.3g} (> {TOLERANCE})")
+    with torch.no_grad():
+        logits = program.module()(*check)[:VERIFY_ROWS]
     torch.export.save(program, out / MODEL_FILE)
     encoder.save(out / "encoder")
     manifest = {
@@ -76,6 +80,8 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         },
         "output": "logits float32 [B, T]; probability = sigmoid(logit)",
         "max_abs_diff_vs_eager": diff,
+        "verification": {"sparse": check[0][:VERIFY_ROWS].tolist(), "dense": check[1][:VERIFY_ROWS].tolist(),
+                         "logits": logits.tolist()},
         "torch": torch.__version__,
         "source_run": str(Path(run_dir).resolve()),
     }
@@ -83,31 +89,85 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     return out
 
 
+def verify(module: torch.nn.Module, manifest: dict) -> float:
+    """Largest |logit difference| of ``module`` on the manifest's stored verification batch; raises ExportError
+    when it exceeds the tolerance (a damaged or mismatched program). Manifests without a batch give 0."""
+    check = manifest.get("verification")
+    if not check:
+        return 0.0
+    sparse = torch.tensor(check["sparse"], dtype=torch.long).reshape(len(check["logits"]), -1)
+    dense = torch.tensor(check["dense"], dtype=torch.float32).reshape(len(check["logits"]), -1)
+    with torch.no_grad():
+        got = module(sparse, dense)
+    diff = float((got - torch.tensor(check["logits"], dtype=torch.float32)).abs().max())
+    if not diff <= TOLERANCE:
+        raise ExportError(f"the program's logits on the manifest's verification batch differ by {diff:.3g} "
+                          f"(> {TOLERANCE}); the export is damaged or its files do not belong together")
+    return diff
+
+
+class ExportedModel:
+    """One loaded export: the encoder, the exported program and the manifest. :meth:`score` (= :meth:`encode`
+    then :meth:`forward`) is THE path from raw rows to probabilities, shared by :class:`Predictor` and the
+    HTTP server (``pepnet serve``), so both encode exactly as training did."""
+
+    def __init__(self, export_dir: str | Path, version: str | None = None):
+        d = Path(export_dir)
+        if not (d / MODEL_FILE).is_file():
+            raise FileNotFoundError(f"{d} is not an export directory (no {MODEL_FILE}); run `pepnet export` first")
+        self.dir = d
+        self.manifest = json.loads((d / MANIFEST).read_text())
+        self.encoder = Encoder.load(d / "encoder")
+        self.module = torch.export.load(d / MODEL_FILE).module()
+        self.verify_diff = verify(self.module, self.manifest)
+        self.version = version if version is not None else d.name
+        self.tasks = self.encoder.task_names
+
+    @property
+    def row_independent(self) -> bool:
+        """Whether a row's encoding ignores the other rows of its frame (no ``realtime`` statistic), so that
+        frames may be concatenated before encoding (the server's micro-batches)."""
+        return not any(s.realtime for s in self.encoder.schema.stats)
+
+    def encode(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
+        """Validate raw rows and encode them as training did: (sparse int64 [N, Fs], dense float32 [N, Fd])."""
+        from ..prepare import transform  # names the file and row of a value the encoder cannot read
+
+        validate(frame, self.encoder.schema, labels=False)
+        enc = transform(self.encoder, frame)
+        return torch.from_numpy(enc.sparse), torch.from_numpy(enc.dense)
+
+    @torch.no_grad()
+    def forward(self, sparse: torch.Tensor, dense: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
+        """Probabilities float32 [N, T] (all tasks, ``self.tasks`` order) of encoded rows, ``batch_size`` at a time."""
+        if len(sparse) == 0:
+            return np.zeros((0, len(self.tasks)), dtype=np.float32)
+        return np.concatenate([torch.sigmoid(self.module(sparse[i:i + batch_size], dense[i:i + batch_size])).numpy()
+                               for i in range(0, len(sparse), batch_size)])
+
+    def score(self, frame: Frame, batch_size: int = 65536) -> np.ndarray:
+        """:meth:`encode` then :meth:`forward`: probabilities float32 [N, T] of raw rows, in input order."""
+        return self.forward(*self.encode(frame), batch_size=batch_size)
+
+
+def frame_of(df: pl.DataFrame, name: str = "<frame>") -> Frame:
+    """A frame of rows given in memory, with provenance columns so that errors name the row (0-based)."""
+    return Frame(df.with_columns(pl.lit(0, dtype=pl.UInt16).alias("__file"),
+                                 pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")), [name])
+
+
 class Predictor:
     """Scores raw rows with an exported model: encoder + ExportedProgram, no training code."""
 
     def __init__(self, export_dir: str | Path):
-        d = Path(export_dir)
-        if not (d / MODEL_FILE).is_file():
-            raise FileNotFoundError(f"{d} is not an export directory (no {MODEL_FILE}); run `pepnet export` first")
-        self.encoder = Encoder.load(d / "encoder")
-        self.module = torch.export.load(d / MODEL_FILE).module()
-        self.manifest = json.loads((d / MANIFEST).read_text())
+        self.model = ExportedModel(export_dir)
+        self.encoder, self.module, self.manifest = self.model.encoder, self.model.module, self.model.manifest
 
-    @torch.no_grad()
     def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536, keep: Sequence[str] = (),
                 auxiliary: bool = False) -> pl.DataFrame:
         """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row, in input
         order, beside the domain, user, item and time columns and the ``keep`` columns."""
         frame = read_files([data] if isinstance(data, str) else data) if not isinstance(data, pl.DataFrame) \
-            else Frame(data.with_columns(pl.lit(0, dtype=pl.UInt16).alias("__file"),
-                                         pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")), ["<frame>"])
-        schema = self.encoder.schema
-        validate(frame, schema, labels=False)
-        enc = self.encoder.transform(frame.df)
-        sparse, dense = torch.from_numpy(enc.sparse), torch.from_numpy(enc.dense)
-        probs = np.concatenate([
-            torch.sigmoid(self.module(sparse[i:i + batch_size], dense[i:i + batch_size])).numpy()
-            for i in range(0, len(enc), batch_size)
-        ]) if len(enc) else np.zeros((0, len(self.encoder.task_names)), dtype=np.float32)
+            else frame_of(data)
+        probs = self.model.score(frame, batch_size)
         return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)

@@ -5,6 +5,25 @@ import torch
 from torch import nn
 
 
+def register_oov_dropout(module: nn.Module, oov_dropout: list[tuple[int, int, float]] | tuple) -> None:
+    """Give ``module`` the non-persistent buffers of :func:`drop_to_oov`: ``drop_fields`` int64 [K],
+    ``drop_rows`` int64 [K], ``drop_probs`` float32 [K] from (sparse field index, OOV row, probability) triples."""
+    fields, rows, probs = zip(*oov_dropout, strict=True) if oov_dropout else ((), (), ())
+    module.register_buffer("drop_fields", torch.tensor(fields, dtype=torch.long), persistent=False)
+    module.register_buffer("drop_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
+    module.register_buffer("drop_probs", torch.tensor(probs, dtype=torch.float32), persistent=False)
+
+
+def drop_to_oov(sparse: torch.Tensor, fields: torch.Tensor, rows: torch.Tensor, probs: torch.Tensor) -> torch.Tensor:
+    """sparse int64 [B, Fs] with each id of the sparse fields ``fields`` [K] replaced, with probability
+    ``probs`` [K], by that field's OOV row ``rows`` [K] (a copy; the input is not modified)."""
+    ids = sparse.index_select(1, fields)                                   # [B, K]
+    hit = torch.rand(ids.shape, device=ids.device) < probs
+    sparse = sparse.clone()
+    sparse[:, fields] = torch.where(hit, rows.expand_as(ids), ids)
+    return sparse
+
+
 class FeatureEmbedding(nn.Module):
     """Embeds all fields of a batch.
 
@@ -25,18 +44,11 @@ class FeatureEmbedding(nn.Module):
         self.table = nn.Embedding(max(num_embeddings, 1), dim, sparse=sparse_grad)
         nn.init.normal_(self.table.weight, std=init_std)
         self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * init_std) if n_dense else None
-        fields, rows, probs = zip(*oov_dropout) if oov_dropout else ((), (), ())
-        self.register_buffer("drop_fields", torch.tensor(fields, dtype=torch.long), persistent=False)
-        self.register_buffer("drop_rows", torch.tensor(rows, dtype=torch.long), persistent=False)
-        self.register_buffer("drop_probs", torch.tensor(probs, dtype=torch.float32), persistent=False)
+        register_oov_dropout(self, oov_dropout)
 
     def _drop_ids(self, sparse: torch.Tensor) -> torch.Tensor:
         """sparse int64 [B, Fs] with some ids of the configured fields replaced by their OOV row."""
-        ids = sparse.index_select(1, self.drop_fields)                        # [B, K]
-        hit = torch.rand(ids.shape, device=ids.device) < self.drop_probs
-        sparse = sparse.clone()
-        sparse[:, self.drop_fields] = torch.where(hit, self.drop_rows.expand_as(ids), ids)
-        return sparse
+        return drop_to_oov(sparse, self.drop_fields, self.drop_rows, self.drop_probs)
 
     # train.compile compiles the model's dense part only: inductor cannot compile the table's sparse gradient
     # ("Cannot access storage of SparseTensorImpl", torch 2.13 on CPU), so the lookup always runs eagerly

@@ -31,10 +31,6 @@ class ModelLayout:
     def n_tasks(self) -> int:
         return len(self.tasks)
 
-    @property
-    def n_fields(self) -> int:
-        return self.n_sparse + self.n_dense
-
     @classmethod
     def from_dict(cls, d: dict) -> "ModelLayout":
         """Inverse of ``dataclasses.asdict`` (as stored in a run's layout.json)."""

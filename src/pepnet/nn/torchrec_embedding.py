@@ -3,8 +3,8 @@
 :class:`TorchRecFeatureEmbedding` is a drop-in for :class:`~pepnet.nn.embedding.FeatureEmbedding`: the same
 inputs (sparse int64 [B, Fs] ids offset into the fused table, dense float32 [B, Fd]) and output
 (float [B, Fs + Fd, d]), but the fused table is split into one TorchRec table per sparse field, held in an
-``EmbeddingBagCollection`` (one id per bag, sum pooling = a plain lookup). :func:`shard_model` then wraps
-the whole model in ``DistributedModelParallel``: the tables are sharded across the ranks (table-wise or
+``EmbeddingBagCollection`` (one id per bag, sum pooling = a plain lookup).
+:func:`pepnet.train.sharded.shard_model` then wraps the whole model in ``DistributedModelParallel``: the tables are sharded across the ranks (table-wise or
 column-wise on CPU with gloo, row-wise on GPU, or whatever TorchRec's planner picks), the dense part (gates,
 towers, dense-field vectors) is replicated with DDP.
 
@@ -18,7 +18,7 @@ from typing import Iterable
 import torch
 from torch import nn
 
-from .embedding import FeatureEmbedding
+from .embedding import FeatureEmbedding, drop_to_oov, register_oov_dropout
 
 
 def available() -> bool:
@@ -32,7 +32,7 @@ def available() -> bool:
     return True
 
 
-def _require():
+def require():
     if not available():
         raise ImportError("TorchRec is not installed; install the optional extra with scripts/install-torchrec.sh "
                           "(torchrec==1.8.0 --no-deps, fbgemm-gpu-cpu==1.8.0, tensordict, pyre-extensions)")
@@ -49,13 +49,14 @@ class TorchRecFeatureEmbedding(nn.Module):
     """One TorchRec table per sparse field. ``field_sizes``: rows of each field (the encoder's
     ``FieldInfo.size``, in field order); ids arrive offset into the fused table and are made local here.
 
-    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d].
+    forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d]. ``oov_dropout`` as in
+    :class:`~pepnet.nn.embedding.FeatureEmbedding` (training mode only).
     """
 
     def __init__(self, field_sizes: Iterable[int], n_dense: int, dim: int, init_std: float = 0.05,
-                 device: torch.device | str | None = None):
+                 device: torch.device | str | None = None, oov_dropout: list[tuple[int, int, float]] | tuple = ()):
         super().__init__()
-        torchrec = _require()
+        torchrec = require()
         sizes = [int(s) for s in field_sizes]
         self.dim, self.n_sparse = dim, len(sizes)
         offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
@@ -70,13 +71,16 @@ class TorchRecFeatureEmbedding(nn.Module):
                 for w in self.ebc.embedding_bags.values():
                     w.weight.normal_(std=init_std)
         self.dense_vectors = nn.Parameter(torch.randn(n_dense, dim) * init_std) if n_dense else None
+        register_oov_dropout(self, oov_dropout)  # ids (fused-table rows) replaced before they are made local
 
     @classmethod
     def from_fused(cls, fused: FeatureEmbedding, field_sizes: Iterable[int]) -> "TorchRecFeatureEmbedding":
-        """The same embeddings as a fused :class:`FeatureEmbedding` (its rows copied field by field)."""
+        """The same embeddings as a fused :class:`FeatureEmbedding`: its rows copied field by field, and its
+        ``oov_dropout`` (the same fields, OOV rows and probabilities)."""
         sizes = list(field_sizes)
         n_dense = 0 if fused.dense_vectors is None else fused.dense_vectors.shape[0]
-        out = cls(sizes, n_dense, fused.dim)
+        drops = list(zip(fused.drop_fields.tolist(), fused.drop_rows.tolist(), fused.drop_probs.tolist(), strict=True))
+        out = cls(sizes, n_dense, fused.dim, oov_dropout=drops)
         with torch.no_grad():
             start = 0
             for k, n in zip(out.keys, sizes):
@@ -89,6 +93,8 @@ class TorchRecFeatureEmbedding(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         from torchrec.sparse.jagged_tensor import KeyedJaggedTensor
 
+        if self.training and self.drop_fields.numel():
+            sparse = drop_to_oov(sparse, self.drop_fields, self.drop_rows, self.drop_probs)
         b = sparse.shape[0]
         local = (sparse - self.offsets).t().reshape(-1)  # field-major: all of field 0, then field 1, ...
         kjt = KeyedJaggedTensor.from_lengths_sync(keys=self.keys, values=local,
@@ -109,67 +115,4 @@ def use_torchrec_embedding(model: nn.Module, field_sizes: Iterable[int]) -> nn.M
     return model
 
 
-def shard_model(model: nn.Module, device: torch.device, sharding_type: str | list[str] | None = None,
-                batch_size: int = 1024) -> nn.Module:
-    """Wrap ``model`` (with a :class:`TorchRecFeatureEmbedding` as ``model.embedding``) in
-    ``DistributedModelParallel`` on the current process group. ``sharding_type`` (``table_wise``,
-    ``column_wise``, ``row_wise``, ...) forces one layout for every table, a list lets TorchRec's planner choose
-    among those, None among all. The dense part is wrapped in DDP."""
-    _require()
-    import torch.distributed as dist
-    from torchrec.distributed.model_parallel import DistributedModelParallel
-    from torchrec.distributed.planner import EmbeddingShardingPlanner, ParameterConstraints, Topology
-    from torchrec.distributed.types import ShardingEnv
-
-    world = dist.get_world_size()
-    keys = model.embedding.keys
-    types = [sharding_type] if isinstance(sharding_type, str) else sharding_type
-    constraints = {k: ParameterConstraints(sharding_types=list(types)) for k in keys} if types else None
-    planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device=device.type),
-                                       batch_size=batch_size, constraints=constraints, debug=False)
-    pg = dist.GroupMember.WORLD
-    plan = planner.collective_plan(model, None, pg)
-    return DistributedModelParallel(model, env=ShardingEnv.from_process_group(pg), device=device, plan=plan)
-
-
-def gather_full_state(sharded: nn.Module) -> dict[str, torch.Tensor]:
-    """Unsharded copies of every tensor of a DistributedModelParallel model's state_dict (a collective: every
-    rank must call it); keys as the plain model's."""
-    import torch.distributed as dist
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-
-    out = {}
-    for key, value in sharded.state_dict().items():
-        name = key.removeprefix("module.")
-        if isinstance(value, ShardedTensor):
-            full = torch.zeros(value.size(), dtype=value.dtype) if dist.get_rank() == 0 else None
-            value.gather(0, full)
-            obj = [full]
-            dist.broadcast_object_list(obj, 0)
-            out[name] = obj[0]
-        elif hasattr(value, "full_tensor"):  # DTensor
-            out[name] = value.full_tensor()
-        else:
-            out[name] = value
-    return out
-
-
-def load_full_state(sharded: nn.Module, state: dict[str, torch.Tensor]) -> None:
-    """Copy an unsharded state_dict (keys of the plain model) into the local shards of a sharded model."""
-    from torch.distributed._shard.sharded_tensor import ShardedTensor
-
-    with torch.no_grad():
-        for key, value in sharded.state_dict().items():
-            full = state[key.removeprefix("module.")]
-            if isinstance(value, ShardedTensor):
-                for shard in value.local_shards():
-                    (r0, c0), (nr, nc) = shard.metadata.shard_offsets, shard.metadata.shard_sizes
-                    shard.tensor.copy_(full[r0:r0 + nr, c0:c0 + nc])
-            elif hasattr(value, "to_local"):  # DTensor
-                raise NotImplementedError(f"{key}: loading DTensor shards is not supported")
-            else:
-                value.copy_(full)
-
-
-__all__ = ["TorchRecFeatureEmbedding", "available", "gather_full_state", "load_full_state",
-           "shard_model", "use_torchrec_embedding"]
+__all__ = ["TorchRecFeatureEmbedding", "available", "use_torchrec_embedding"]

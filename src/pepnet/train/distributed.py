@@ -34,6 +34,7 @@ import torch.distributed as dist
 from torch import nn
 
 from ..data.batches import Batch, BatchLoader, TensorData
+from .runtime import resolve_device
 
 
 @dataclass(frozen=True)
@@ -54,8 +55,6 @@ class DistContext:
 
     def device(self, name: str) -> torch.device:
         """The device of this rank for ``train.device``: ``cuda:LOCAL_RANK`` for cuda / auto-with-GPU."""
-        from .trainer import resolve_device
-
         dev = resolve_device(name)
         if dev.type == "cuda" and self.active:
             return torch.device("cuda", self.local_rank)
@@ -68,23 +67,17 @@ class DistContext:
         return ShardedBatches(data, batch_size, seed, self.rank, self.world)
 
     # ------------------------------------------------------------------ collectives (no-ops when world == 1)
-    def _comm_device(self) -> torch.device:
+    def comm_device(self) -> torch.device:
+        """Where collectives put their tensors: ``cuda:LOCAL_RANK`` with nccl, else the cpu."""
         return torch.device("cuda", self.local_rank) if dist.get_backend() == "nccl" else torch.device("cpu")
 
     def mean(self, value: float) -> float:
         """The mean of ``value`` over the ranks."""
         if not self.active:
             return value
-        t = torch.tensor([value], dtype=torch.float64, device=self._comm_device())
+        t = torch.tensor([value], dtype=torch.float64, device=self.comm_device())
         dist.all_reduce(t)
         return float(t.item()) / self.world
-
-    def all_true(self, flag: bool) -> bool:
-        if not self.active:
-            return flag
-        t = torch.tensor([0 if flag else 1], dtype=torch.int64, device=self._comm_device())
-        dist.all_reduce(t)
-        return int(t.item()) == 0
 
     def barrier(self) -> None:
         if self.active:
@@ -176,35 +169,6 @@ def gather_rows(local: np.ndarray, world: int, device: torch.device) -> np.ndarr
     return torch.cat(parts).cpu().numpy()
 
 
-class _RowBlock:
-    """Rows ``[lo, hi)`` of a TensorData, with the same interface (``len``, ``batch``)."""
-
-    def __init__(self, data: TensorData, lo: int, hi: int):
-        self.data, self.lo, self.hi = data, lo, hi
-
-    def __len__(self) -> int:
-        return self.hi - self.lo
-
-    def batch(self, index: slice) -> Batch:
-        return self.data.batch(slice(self.lo + index.start, self.lo + index.stop))
-
-
-def predict_probs(model: nn.Module, data: TensorData, batch_size: int, device: torch.device,
-                  ctx: DistContext | None = None) -> np.ndarray:
-    """Probabilities float32 [N, T] for every row of ``data`` in order; with several ranks each scores a
-    contiguous block and the blocks are gathered, so the result equals a single process's."""
-    from .trainer import predict_probs as predict_local
-
-    if ctx is None or not ctx.active:
-        return predict_local(model, data, batch_size, device)
-    n = len(data)
-    lo, hi = ctx.rank * n // ctx.world, (ctx.rank + 1) * n // ctx.world
-    local = predict_local(model, _RowBlock(data, lo, hi), batch_size, device)
-    if local.size == 0:
-        local = np.zeros((0, int(data.labels.shape[1])), dtype=np.float32)
-    return gather_rows(local, ctx.world, ctx._comm_device())
-
-
 def launch(nproc: int, argv: list[str]) -> int:
     """Run ``python -m pepnet ARGV`` under torchrun with ``nproc`` processes on this machine; returns the exit code."""
     import subprocess
@@ -216,4 +180,4 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 
 __all__ = ["DistContext", "ShardedBatches", "broadcast_parameters", "gather_rows", "init_from_env", "launch",
-           "leave", "predict_probs", "sync_gradients"]
+           "leave", "sync_gradients"]

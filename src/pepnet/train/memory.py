@@ -22,7 +22,7 @@ import torch
 
 from ..config import ModelConfig, TrainConfig
 from ..nn import ModelLayout, build_model
-from .trainer import TrainingError
+from .runtime import TrainingError
 
 FLOAT = 4   # bytes of a float32 value
 INDEX = 8   # bytes of an int64 row index

@@ -7,10 +7,12 @@ from __future__ import annotations
 
 import math
 import random
+import time
+from collections.abc import Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable
+from typing import Callable, Protocol
 
 import numpy as np
 import torch
@@ -18,11 +20,12 @@ from torch import nn
 from tqdm.auto import tqdm
 
 from ..config import TrainConfig
-from ..data.batches import BatchLoader, Prefetcher, TensorData
+from ..data.batches import Prefetcher, TensorData
 from .checkpoint import load_checkpoint, save_checkpoint
 from .distributed import DistContext, broadcast_parameters, sync_gradients
 from .loss import masked_bce
 from .optim import make_optimizers
+from .runtime import TrainingError, resolve_device
 from .sharded import ShardedEmbeddings
 
 CHECKPOINT = "checkpoint.pt"
@@ -31,8 +34,25 @@ BEST = "model.pt"
 Evaluator = Callable[[nn.Module], tuple[float, dict]]
 
 
-class TrainingError(RuntimeError):
-    """Training cannot go on (e.g. a non-finite loss); the message says where."""
+@dataclass(frozen=True)
+class EpochRecord:
+    """What the trainer hands its callbacks at the end of each epoch.
+
+    epoch: epochs completed (1-based); epochs: the configured number (early stopping may end sooner);
+    train_loss: mean finite batch loss of the epoch; valid: the evaluator's summary (``valid_*`` metrics; empty
+    without a validation split); seconds: wall time of the epoch, training and evaluation."""
+
+    epoch: int
+    epochs: int
+    train_loss: float
+    valid: dict[str, float]
+    seconds: float
+
+
+class TrainerCallback(Protocol):
+    """Told about training as it goes (e.g. ``pepnet compare``'s progress and time left)."""
+
+    def on_epoch_end(self, record: EpochRecord) -> None: ...
 
 
 @dataclass
@@ -50,43 +70,14 @@ class TrainState:
     history: list[dict] = field(default_factory=list)
 
 
-def seed_everything(seed: int, deterministic: bool = False, threads: int | None = None) -> None:
-    random.seed(seed)
-    np.random.seed(seed % 2**32)
-    torch.manual_seed(seed)
-    if threads:
-        torch.set_num_threads(threads)
-    if torch.are_deterministic_algorithms_enabled() != deterministic:  # the call imports torch._inductor (seconds)
-        torch.use_deterministic_algorithms(deterministic, warn_only=False)
-
-
-def resolve_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    dev = torch.device(name)
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise TrainingError(f"train.device is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
-    return dev
-
-
-@torch.no_grad()
-def predict_probs(model: nn.Module, data: TensorData, batch_size: int, device: torch.device) -> np.ndarray:
-    """Probabilities float32 [N, T] for every row of ``data``, in order."""
-    model.eval()
-    out = []
-    for batch in BatchLoader(data, batch_size):
-        b = batch.to(device)
-        out.append(torch.sigmoid(model(b.sparse, b.dense).float()).cpu())
-    return torch.cat(out).numpy() if out else np.zeros((0, 0), dtype=np.float32)
-
-
 class Trainer:
     """Trains ``model`` on a TensorData; ``run_dir`` (optional) receives checkpoints and the best weights."""
 
     def __init__(self, model: nn.Module, cfg: TrainConfig, task_names: list[str], task_weights: list[float] | None = None,
                  run_dir: str | Path | None = None, device: torch.device | None = None, log: Callable[[str], None] = print,
-                 dist: DistContext | None = None, sharded: ShardedEmbeddings | None = None):
-        self.cfg, self.task_names, self.log = cfg, task_names, log
+                 dist: DistContext | None = None, sharded: ShardedEmbeddings | None = None,
+                 callbacks: Sequence[TrainerCallback] = ()):
+        self.cfg, self.task_names, self.log, self.callbacks = cfg, task_names, log, list(callbacks)
         self.device = device or resolve_device(cfg.device)
         self.dist = dist or DistContext()  # data-parallel: shards of each global batch, gradients averaged
         # train.embedding_sharding: TorchRec's DistributedModelParallel (built from ``model``) is stepped instead;
@@ -242,6 +233,7 @@ class Trainer:
         total_steps = cfg.epochs * len(loader)
         prefetch = cfg.prefetch > 0 and self.device.type == "cuda" and train.sparse.device.type == "cpu"
         while st.epoch < cfg.epochs and not st.stopped:
+            started = time.perf_counter()
             loader.epoch, loader.start_batch = st.epoch, st.batch
             self.model.train()
             bar = tqdm(Prefetcher(loader, self.device, cfg.prefetch) if prefetch else loader, total=len(loader), initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
@@ -275,4 +267,9 @@ class Trainer:
             st.history.append(record)
             self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             self.save()
+            done = EpochRecord(st.epoch, cfg.epochs, record["train_loss"],
+                               {k: v for k, v in record.items() if k.startswith("valid_")},
+                               time.perf_counter() - started)
+            for callback in self.callbacks:
+                callback.on_epoch_end(done)
         return st

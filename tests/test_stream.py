@@ -14,8 +14,8 @@ from pepnet.cli import app
 from pepnet.config import parse_config
 from pepnet.data.encoder import Encoder
 from pepnet.datasets.synthetic import SyntheticSpec, generate, write
+from pepnet.stream import STREAM_CSV, STREAM_PNG, OnlineRun, stream
 from pepnet.train.checkpoint import load_checkpoint
-from pepnet.train.stream import STREAM_CSV, STREAM_PNG, OnlineRun, stream
 
 SPEC = SyntheticSpec(n_rows=3000, n_users=300, n_items=400, n_authors=40, n_dense=1, drift=0.5, n_periods=3, seed=2)
 
@@ -69,16 +69,16 @@ def test_statistics_accumulate_like_one_fit_on_all_periods(tiny_config_tree):
     cfg = _config(tiny_config_tree, count_stat=True)
     online = Encoder(cfg.schema_).fit(p0)
     stat = next(s for s in cfg.schema_.stats if s.name == "user_n")
-    seen_online = online._stat_raw(p1, stat, training=True, with_history=True)
+    seen_online = online.past.raw(p1, stat, training=True, with_history=True)
     online.partial_fit(p1)
     full = Encoder(cfg.schema_).fit(df)
     # training rows of period 1 see period 0 plus their own earlier rows, as one fit on both periods would
-    np.testing.assert_array_equal(seen_online, full._stat_raw(df, stat, training=True)[1500:])
+    np.testing.assert_array_equal(seen_online, full.past.raw(df, stat, training=True)[1500:])
     for name in ("user_n", "user_click", "domain_click"):
-        a = online.stat_tables[name].sort(pl.all()).with_columns(pl.col("n", "m").cast(pl.Int64))
-        b = full.stat_tables[name].sort(pl.all()).with_columns(pl.col("n", "m").cast(pl.Int64))
+        a = online.past.tables[name].sort(pl.all()).with_columns(pl.col("n", "m").cast(pl.Int64))
+        b = full.past.tables[name].sort(pl.all()).with_columns(pl.col("n", "m").cast(pl.Int64))
         assert a.equals(b), name
-        assert online.stat_global[name] == pytest.approx(full.stat_global[name])
+        assert online.past.global_mean[name] == pytest.approx(full.past.global_mean[name])
 
 
 def test_stream_evaluates_then_trains_and_resume_continues_exactly(tmp_path, periods, tiny_config_tree):

@@ -13,7 +13,6 @@ re-running a stream over a growing folder only processes the new files.
 """
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 import warnings
@@ -27,16 +26,20 @@ import torch
 import yaml
 from tqdm.auto import tqdm
 
-from ..config import ConfigError, ExperimentConfig, load_config, parse_config
-from ..data.batches import BatchLoader, TensorData
-from ..data.encoder import Encoder
-from ..data.errors import DataError, DataWarning
-from ..data.sources import read_files
-from ..data.validate import validated
-from ..metrics import MetricsReport
-from ..nn import ModelLayout, build_model
-from .checkpoint import load_checkpoint
-from .trainer import BEST, Trainer, resolve_device, seed_everything
+from .config import ConfigError, ExperimentConfig, as_config, load_config
+from .data.batches import BatchLoader, TensorData
+from .data.encoder import Encoder
+from .data.sources import read_files
+from .data.validate import validated
+from .errors import DataError, DataWarning
+from .metrics import MetricsReport
+from .nn import ModelLayout, build_model
+from .prepare import layout_from_encoder
+from .provenance import file_sha256
+from .run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE, score
+from .train.checkpoint import load_checkpoint
+from .train.runtime import resolve_device, seed_everything
+from .train.trainer import BEST, Trainer
 
 STREAM_CSV = "stream.csv"
 STREAM_PNG = "stream.png"
@@ -59,14 +62,6 @@ def period_files(data: str | Path | list[str]) -> list[str]:
     return [str(p)]
 
 
-def _sha256(path: str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 class OnlineRun:
     """A run that learns period by period. Open one with :meth:`create` or :meth:`open`."""
 
@@ -83,8 +78,6 @@ class OnlineRun:
     def create(cls, config: ExperimentConfig, first: pl.DataFrame, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
         """A new run in ``out``: the encoder is fitted on the first period ``first`` (capacity for later
         values comes from the features' ``reserve``), the model is freshly initialised."""
-        from ..run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE, layout_from_encoder
-
         tc = config.train
         seed_everything(tc.seed, tc.deterministic, tc.threads)
         reserving = [f.name for f in config.schema_.features if f.kind == "sparse" and f.reserve and not f.hash_buckets]
@@ -109,8 +102,6 @@ class OnlineRun:
     def open(cls, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
         """Continue an existing run directory (written by ``pepnet stream`` or ``pepnet fit``): encoder,
         model, optimiser states and random state come back from it."""
-        from ..run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE
-
         config = load_config(out / CONFIG_FILE)
         tc = config.train
         seed_everything(tc.seed, tc.deterministic, tc.threads)
@@ -129,8 +120,6 @@ class OnlineRun:
     # ------------------------------------------------------------------ one period
     def evaluate(self, df: pl.DataFrame) -> MetricsReport:
         """Metrics of the current model on ``df`` (not trained on it; statistics of the past only)."""
-        from ..run import score
-
         tc = self.config.train
         return score(self.model, self.encoder.transform(df), self.encoder, tc.eval_batch_size, self.trainer.device)
 
@@ -154,8 +143,6 @@ class OnlineRun:
         return {"train_loss": total / max(seen, 1), "new_values": new_values, "steps": seen}
 
     def save(self) -> None:
-        from ..run import ENCODER_DIR
-
         self.encoder.save(self.out / ENCODER_DIR)
         self.trainer.save()
         self.trainer.save_best()
@@ -167,7 +154,7 @@ class OnlineRun:
         schema = self.config.schema_
         frame = validated(read_files([path]), schema, log=self.log)
         df = frame.df.sort(schema.time, maintain_order=True) if schema.time else frame.df
-        record: dict = {"period": len(self.history), "file": path, "sha256": _sha256(path), "rows": df.height}
+        record: dict = {"period": len(self.history), "file": path, "sha256": file_sha256(path), "rows": df.height}
         if not fitted_on_it:  # the first period of a new run has no model to evaluate yet
             report = self.evaluate(df)
             record.update(report.summary())
@@ -182,13 +169,13 @@ class OnlineRun:
 
 
 def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConfig | str | Path | None = None,
-           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print) -> OnlineRun:
+           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print,
+           after_period: Callable[[dict], object] | None = None) -> OnlineRun:
     """Stream the period files of ``data`` through the run in ``out`` (created from ``config`` if ``out`` holds
-    no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped."""
+    no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped.
+    ``after_period(record)`` is called once each period is saved (e.g. to publish the model for serving)."""
     out = Path(out)
     files = period_files(data)
-    from ..run import CONFIG_FILE
-
     if (out / CONFIG_FILE).is_file():
         if overrides:
             raise ConfigError("--set cannot change a run that already exists; it keeps the config it was created with")
@@ -196,14 +183,11 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
     else:
         if config is None:
             raise FileNotFoundError(f"{out} holds no run ({CONFIG_FILE} missing) and no config was given")
-        if not isinstance(config, ExperimentConfig):
-            config = load_config(config, overrides)
-        elif overrides:
-            config = parse_config(config.to_dict(), "<config>", overrides)
+        config = as_config(config, overrides)
         first = validated(read_files([files[0]]), config.schema_, log=log)
         run, fresh = OnlineRun.create(config, first.df, out, log), True
     done = {(Path(r["file"]).name, r["sha256"]) for r in run.history}
-    todo = [f for f in files if (Path(f).name, _sha256(f)) not in done]
+    todo = [f for f in files if (Path(f).name, file_sha256(f)) not in done]
     if len(todo) < len(files):
         log(f"skipping {len(files) - len(todo)} file(s) already streamed into {out}")
     bar = tqdm(todo, desc="periods", unit="period", disable=True if not run.config.train.progress else None)
@@ -212,6 +196,8 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
         auc = rec.get("mean_auc", math.nan)
         log(f"period {rec['period']} {Path(f).name}: rows {rec['rows']:,}  progressive mean AUC {auc:.4f}  "
             f"train loss {rec['train_loss']:.4f}  new ids {rec['new_values']}")
+        if after_period is not None:
+            after_period(rec)
     bar.close()
     return run
 

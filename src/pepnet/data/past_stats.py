@@ -1,0 +1,183 @@
+"""Statistics of the past (``schema.stats``): per-key counts, rates and means that a row may see without leakage.
+
+:class:`PastStatistics` holds, for each statistic, the accumulated totals of the rows it has seen (a table of
+keys -> n rows, s sum of the target, m rows with a target) and the global mean of the target. A training row
+sees only strictly earlier rows of its own frame (a cumulative sum over time; without a time column, every
+other row: leave-one-out); an evaluation row sees the accumulated totals; a ``realtime`` count also counts
+the evaluated frame's earlier rows. The :class:`~pepnet.data.encoder.Encoder` buckets or standardises these
+values into model inputs; the GBDT baseline reads them raw (:meth:`PastStatistics.values`).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import polars as pl
+
+from ..config import SchemaConfig, StatFeature
+from .split import time_seconds
+from .validate import label_expr
+
+TOTALS = ("n", "s", "m")
+INDEX_RATIO = 64  # evaluation rows use the hash index when the table has more than this many rows per frame row
+
+
+class PastStatistics:
+    """The accumulated totals of every statistic of ``schema.stats``, and the values each row may see."""
+
+    def __init__(self, schema: SchemaConfig):
+        self.schema = schema
+        self.tables: dict[str, pl.DataFrame] = {}  # stat name -> keys, n, s, m over the rows seen so far
+        self.global_mean: dict[str, float] = {}    # stat name -> mean target of those rows (0 for counts)
+        self._index: dict[str, tuple[pl.DataFrame, dict, np.ndarray]] = {}  # see _indexed
+
+    def _target(self, stat: StatFeature) -> pl.Expr:
+        if stat.stat == "count":
+            return pl.lit(None, dtype=pl.Float64)
+        if stat.target in self.schema.labels:
+            return label_expr(self.schema.labels[stat.target])
+        return pl.col(stat.target).cast(pl.Float64)
+
+    def _with_target(self, df: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
+        """The key columns of ``stat`` and its target as ``__y``."""
+        return df.select([pl.col(k) for k in stat.keys] + [self._target(stat).alias("__y")])
+
+    def _lookup(self, frame: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
+        """``frame`` left-joined with the accumulated totals of ``stat`` (columns n, s, m; null if unseen)."""
+        table = self.tables[stat.name]
+        cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
+        return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
+
+    def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+        """For evaluation rows, the accumulated totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
+        where the key is unseen or null), looked up in a hash index of the table built once per table; None when
+        ``df`` is large enough for a join (which hashes the whole table on every call) to cost less. This keeps a
+        served request of a few rows fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
+        table = self.tables[stat.name]
+        if df.height == 0 or df.height * INDEX_RATIO >= table.height:
+            return None
+        index = self._index.get(stat.name)
+        if index is None or index[0] is not table:  # first use, or the table grew (update)
+            values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in TOTALS).to_numpy()
+            rows = {k: i for i, k in enumerate(table.select(stat.keys).iter_rows())}
+            index = (table, rows, np.vstack([values, np.zeros((1, 3))]))  # the last row: unseen
+            self._index[stat.name] = index
+        _, rows, values = index
+        unseen = len(values) - 1
+        keys = df.select([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).iter_rows()
+        at = np.fromiter((unseen if None in k else rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
+        found = values[at]
+        return found[:, 0], found[:, 1], found[:, 2]
+
+    def totals(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> pl.DataFrame:
+        """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
+        target), m (rows with a target); null where the key was never seen. ``with_history`` (training only):
+        add the accumulated table to the within-frame totals (online training: earlier periods count too).
+        A ``realtime`` count of evaluation rows is computed the same way: the frame's earlier rows plus the table."""
+        if not training and stat.realtime:
+            training = with_history = True
+        keys = stat.keys
+        if not training:  # evaluation rows only look up the training statistics: no target column needed
+            return self._lookup(df.select([pl.col(k) for k in keys]), stat)
+        frame = self._with_target(df, stat)
+        if self.schema.time:
+            frame = frame.with_columns(__t=time_seconds(df[self.schema.time]))
+            g = (
+                frame.group_by([*keys, "__t"])
+                .agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+                .sort([*keys, "__t"])
+                .with_columns([(pl.col(c).cum_sum().over(keys) - pl.col(c)).alias(c) for c in TOTALS])
+            )
+            agg = frame.join(g, on=[*keys, "__t"], how="left", maintain_order="left")
+        else:  # leave-one-out totals: a row never sees its own label
+            g = frame.group_by(keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+            agg = frame.join(g, on=keys, how="left", maintain_order="left").with_columns(
+                n=pl.col("n") - 1,
+                s=pl.col("s") - pl.col("__y").fill_null(0.0),
+                m=pl.col("m") - pl.col("__y").is_not_null().cast(pl.UInt32),
+            )
+        if with_history:
+            past = self._lookup(frame.select(keys), stat)
+            agg = agg.with_columns([(pl.col(c).cast(pl.Float64) + past[c].fill_null(0).cast(pl.Float64)).alias(c)
+                                    for c in TOTALS])
+        return agg
+
+    def raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
+        """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`totals`: log1p(count)
+        for counts, the smoothed mean (``prior`` rows of the global mean) for rates and means. A few evaluation
+        rows read the totals from :meth:`_indexed`."""
+        found = None if training or stat.realtime else self._indexed(df, stat)
+        if found is not None:
+            n, s, m = found
+        else:
+            agg = self.totals(df, stat, training, with_history)
+            n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
+            s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+            m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+        if stat.stat == "count":
+            return np.log1p(n)
+        g0 = self.global_mean[stat.name]
+        if stat.prior == 0:
+            return np.where(m > 0, s / np.maximum(m, 1.0), g0)
+        return (s + stat.prior * g0) / (m + stat.prior)
+
+    def fit(self, df: pl.DataFrame, stat: StatFeature) -> np.ndarray:
+        """Start the totals of ``stat`` from the training split ``df``; returns its training rows' values (:meth:`raw`)."""
+        y = df.select(self._target(stat).alias("__y"))["__y"]
+        self.global_mean[stat.name] = float(y.mean()) if stat.stat != "count" and y.count() else 0.0
+        self.tables[stat.name] = self._with_target(df, stat).group_by(stat.keys).agg(
+            n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count()
+        )
+        return self.raw(df, stat, training=True)
+
+    def values(self, df: pl.DataFrame, training: bool = False) -> tuple[list[str], np.ndarray]:
+        """Every statistic of the schema, un-bucketised and un-standardised: (names, float64 [N, S]).
+
+        Counts are log1p(count), rates and means smoothed, exactly as the model's inputs are derived
+        (``training`` as in :meth:`~pepnet.data.encoder.Encoder.transform`). For models that take raw numbers,
+        e.g. gradient-boosted trees."""
+        stats = self.schema.stats
+        if any(s.name not in self.tables for s in stats):
+            raise RuntimeError("PastStatistics.values called before fit")
+        values = np.zeros((df.height, len(stats)), dtype=np.float64)
+        for j, spec in enumerate(stats):
+            values[:, j] = self.raw(df, spec, training)
+        return [s.name for s in stats], values
+
+    def earlier_rows(self, df: pl.DataFrame, column: str) -> np.ndarray:
+        """For each row of ``df``, how many rows of ``df`` before it hold the same value of ``column`` (strictly
+        earlier in time; without a time column, every other row): int [N]."""
+        count = StatFeature(name=f"{column} (earlier rows)", keys=[column], stat="count")
+        return self.totals(df, count, training=True)["n"].to_numpy()
+
+    def update(self, df: pl.DataFrame) -> None:
+        """Add the rows of ``df`` to the accumulated totals (and their global means)."""
+        for stat in self.schema.stats:
+            table = self.tables[stat.name]
+            new = self._with_target(df, stat).with_columns(
+                [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).group_by(
+                stat.keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+            self.tables[stat.name] = pl.concat([table, new.cast(table.schema)]).group_by(
+                stat.keys, maintain_order=True).agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())
+            if stat.stat != "count":
+                t = self.tables[stat.name]
+                m = float(t["m"].sum())
+                if m > 0:
+                    self.global_mean[stat.name] = float(t["s"].sum()) / m
+
+    # ------------------------------------------------------------------ persistence (inside the encoder's folder)
+    def save(self, path: Path) -> dict[str, float]:
+        """Write each table as ``stat.<name>.parquet`` into the folder ``path``; returns the global means
+        (stored in encoder.json by the encoder)."""
+        for name, table in self.tables.items():
+            table.write_parquet(path / f"stat.{name}.parquet")
+        return self.global_mean
+
+    @classmethod
+    def load(cls, schema: SchemaConfig, path: Path, global_mean: dict[str, float]) -> "PastStatistics":
+        """The totals written by :meth:`save` into the folder ``path``, with their global means."""
+        past = cls(schema)
+        past.global_mean = dict(global_mean)
+        for spec in schema.stats:
+            past.tables[spec.name] = pl.read_parquet(path / f"stat.{spec.name}.parquet")
+        return past
