@@ -185,8 +185,8 @@ def test_version_prints_the_package_version():
 
 
 def test_flags_show_no_value_placeholder_in_help():
-    """Boolean flags (--resume, --ablations, --naive) take no value, and their help line must not suggest one."""
-    for command, flag in (("fit", "--resume"), ("compare", "--ablations"), ("bench", "--naive")):
+    """Boolean flags (--resume, --ablations, --reference) take no value, and their help line must not suggest one."""
+    for command, flag in (("fit", "--resume"), ("compare", "--ablations"), ("bench", "--reference")):
         result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "160", "NO_COLOR": "1"})
         lines = [ln for ln in result.output.splitlines() if f"{flag} " in ln]
         assert result.exit_code == 0 and lines, result.output

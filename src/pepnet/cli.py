@@ -8,6 +8,7 @@ pepnet quickstart [--out RUN_DIR]
 pepnet compare CONFIG --out DIR [--models a,b,...] [--seeds N] [--ablations]
 pepnet export RUN_DIR (--out EXPORT_DIR | --publish MODELS_DIR)
 pepnet serve EXPORT_DIR|MODELS_DIR [--host 127.0.0.1] [--port 8000] [--workers N]
+pepnet seesaw CONFIG --out DIR [--seeds N] [--compare COMPARE_DIR]
 """
 from __future__ import annotations
 
@@ -229,17 +230,19 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch (default: the config's)"),
     infer_batch_size: Optional[int] = typer.Option(None, "--infer-batch-size", help="inference batch (default: train.eval_batch_size)"),
-    steps: int = typer.Option(20, "--steps", help="steps per timed window"),
-    windows: int = typer.Option(5, "--windows", help="timed windows (the median is reported)"),
-    warmup: int = typer.Option(5, "--warmup", help="untimed steps first"),
+    steps: int = typer.Option(10, "--steps", help="steps per timed window"),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="interleaved rounds: each contender is timed once per "
+                                "round; the median and interquartile range over rounds are reported"),
+    warmup: int = typer.Option(3, "--warmup", help="untimed steps of each contender first"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every variant"),
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
-    naive: bool = _flag(True, "--naive/--no-naive", help="also time the straightforward implementation"),
+    reference: bool = _flag(True, "--reference/--no-reference",
+                            help="also time the reference implementation (pepnet.bench.reference)"),
     ablations: bool = _flag(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
 ) -> None:
-    """Training / inference samples/s vs the FLOP bound and a straightforward implementation."""
+    """Training / inference samples/s vs the matmul bound and a reference implementation, interleaved."""
     import json
 
     from .bench import format_table, run_bench
@@ -250,13 +253,17 @@ def bench(
         for v in variant:
             label, _, rest = v.partition(":")
             variants[label.strip()] = rest.split()
-    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size, infer_batch_size=infer_batch_size,
-                       steps=steps, windows=windows, warmup=warmup, threads=threads, overrides=set_, variants=variants,
-                       naive=naive, ablations=ablations, command="pepnet " + " ".join(sys.argv[1:]))
+    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size,
+                       infer_batch_size=infer_batch_size,
+                       steps=steps, repeats=repeats, warmup=warmup, threads=threads, overrides=set_,
+                       variants=variants, reference=reference, ablations=ablations,
+                       command="pepnet " + " ".join(sys.argv[1:]))
     typer.echo(format_table(result))
     if json_out is not None:
+        from .fileio import atomic_write
+
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1))
+        atomic_write(json_out, json.dumps(result, indent=1))
         typer.echo(f"written: {json_out}")
 
 
@@ -300,10 +307,16 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
+    from .export.publish import current_version, is_models_dir
+    from .export.serving import MODEL_FILE
     from .serve.app import Settings, run
 
-    if not source.exists():
-        raise FileNotFoundError(f"{source} does not exist; expected an export or a models directory")
+    if is_models_dir(source) and current_version(source) is None:
+        raise FileNotFoundError(f"{source} has no published version yet (no 'current'); publish one with "
+                                "`pepnet export RUN_DIR --publish MODELS_DIR`")
+    if not is_models_dir(source) and not (source / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{source} is neither an export directory (no {MODEL_FILE}) nor a models directory "
+                                "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`")
     run(Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
         host=host, port=port, workers=workers, access_log=access_log)
 
@@ -316,18 +329,54 @@ def gates(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
-    from .gate_analysis import run_gates
+    from .gate_analysis import run_gates, top_fields
     from .run import Run
 
     run = Run.load(run_dir)
     encoded = run._encode_files(data)[1] if data else run.test_data()
     summary = run_gates(run, encoded)
     paths = summary.write(out or run_dir)
+    if summary.epnet is not None and summary.epnet.width > 9:  # more fields than fit a terminal: the top ones
+        typer.echo(top_fields(summary.epnet))
     with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):
-        for table in (summary.epnet, summary.ppnet):
+        for table in (summary.epnet if summary.epnet is not None and summary.epnet.width <= 9 else None,
+                      summary.ppnet):
             if table is not None:
                 typer.echo(table)
     typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
+def report(
+    path: Path = typer.Argument(..., help="a run directory (`pepnet fit`) or a comparison directory (`pepnet compare`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: PATH/report.html); "
+                                       "its PNGs are written beside it"),
+) -> None:
+    """One self-contained HTML page: curves, per-domain AUC / GAUC with bootstrap intervals, calibration,
+    gates, provenance; for a comparison, the models side by side with paired differences."""
+    from .report import write_report
+
+    paths = write_report(path, out, log=typer.echo)
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
+def inspect(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
+    row: str = typer.Option(..., "--row", help="one request as a JSON object of column -> value"),
+) -> None:
+    """Print one request's scores and its EPNet / PPNet gate values."""
+    from .inspect_row import format_inspection, inspect_row, parse_row
+    from .run import Run
+
+    try:
+        parsed = parse_row(row)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_inspection(inspect_row(Run.load(run_dir), parsed)))
 
 
 @app.command()
@@ -367,6 +416,32 @@ def compare(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_tables(result, per_domain=False))
+
+
+@app.command("seesaw")
+@_friendly
+def seesaw_cmd(
+    config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, seesaw, ...)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .md / .png and the runs"),
+    seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
+    compare_dirs: Optional[list[str]] = typer.Option(None, "--compare", help="a `pepnet compare` folder on the same "
+                                                     "data and seeds: its models join the benchmark table"),
+    min_class: int = typer.Option(100, "--min-class", min=1, help="fewest positive and negative test labels of a "
+                                  "domain x task cell for a verdict"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the runs already in --out"),
+) -> None:
+    """Domain and task seesaw: per domain, a model on its rows alone vs a domain-blind shared model on all rows vs
+    PEPNet; per task, single-task vs all tasks vs PEPNet. Paired differences per domain x task and verdicts."""
+    from .seesaw import seesaw
+
+    try:
+        result = seesaw(resolve_config(config), out, seeds=seeds, overrides=set_, compare_dirs=compare_dirs,
+                        min_class=min_class, resume=resume)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(result["verdicts"]))
 
 
 def main() -> None:

@@ -140,7 +140,9 @@ class Groups(_Strict):
 class SchemaConfig(_Strict):
     domain: str = Field(description="column holding the domain (scenario) of each row")
     user: str = Field(description="column of the user key; GAUC groups by it")
-    time: str | None = Field(None, description="column of the event time (unix seconds or datetime)")
+    time: str | None = Field(None, description="column of the event time: unix seconds (integer), a datetime, or "
+                             "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
+                             "is converted to UTC)")
     item: str | None = Field(None, description="column of the item key; predictions carry it (with the domain, user "
                              "and time columns) so that their rows join back to the input")
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
@@ -240,6 +242,17 @@ class SyntheticData(_Strict):
     drift: float = Field(0.0, ge=0.0)
     n_periods: int = Field(1, ge=1)
     seed: int = 0
+    domain_shares: list[float] = Field(default_factory=list, description="share of the rows in each domain "
+                                       "(normalised; empty: shares proportional to (d+1)^-0.6, domain 0 the largest)")
+    task_rates: list[float] = Field(default_factory=list, description="marginal positive rate of each task "
+                                    "(empty: 0.2, 0.05, 0.029, ...)")
+    domain_flip: float = Field(0.0, description="effect of d0 on every task: +domain_flip in domain 0, "
+                               "-domain_flip in the others (a domain seesaw)")
+    task_flip: float = Field(0.0, description="effect of d1: +task_flip on the first task, -task_flip on the "
+                             "others (conflicting task drivers)")
+    prior_gate: float = Field(0.0, description="effect of d2: prior_gate * a_u * b_i, with per-user and per-item "
+                              "sensitivities a_u, b_i ~ Exponential(1) (how much d2 matters depends on the user "
+                              "and the item)")
 
 
 class DataConfig(_Strict):
@@ -276,6 +289,9 @@ class ModelConfig(_Strict):
     epnet_granularity: Literal["element", "field"] = Field("element", description="one EPNet gate per embedding element or per field")
     stop_gradient: bool = Field(True, description="no gradient from the gates into the general embeddings E / O_ep")
     ppnet_gate_on: Literal["input", "output"] = Field("input", description="PPNet gate scales each layer's input (paper) or output")
+    ppnet_gate_output_layer: bool = Field(False, description="PPNet also gates the input of each task's output "
+                                          "layer (the last hidden layer's output), as the paper gates every DNN layer; "
+                                          "with ppnet_gate_on: output that input is already gated")
     ppnet_gate_mode: Literal["split", "per_task"] = Field("split", description="one gate split into T slices, or one gate per task")
     ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
         default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"
@@ -331,18 +347,36 @@ class TrainConfig(_Strict):
         "layout (row_wise needs GPUs). See docs/distributed.md")
 
 
+GBDT_GRID: dict[str, tuple[float | int, ...]] = {
+    "learning_rate": (0.05, 0.1),
+    "max_leaf_nodes": (7, 31, 127),
+    "min_samples_leaf": (20, 200),
+}
+"""The settings ``gbdt: auto`` tries (12 in all, rounds chosen on validation for each): small to large trees,
+each with few or many rows per leaf, at two learning rates."""
+
+
 class GBDTConfig(_Strict):
     """The GBDT reference model of ``pepnet compare`` (model ``gbdt``): one scikit-learn
     HistGradientBoostingClassifier per reported task on the statistics of the past (``schema.stats``).
 
     The number of boosting rounds is chosen per task on validation AUC, up to ``max_iter``. The defaults are
-    scikit-learn's, except the learning rate (0.05 instead of 0.1)."""
+    scikit-learn's, except the learning rate (0.05 instead of 0.1). ``gbdt: auto`` (short for ``gbdt: {tune:
+    true}``) also chooses the learning rate, leaves and rows per leaf per task on validation AUC, from
+    :data:`GBDT_GRID`."""
 
     max_iter: int = Field(300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)")
     learning_rate: float = Field(0.05, gt=0, description="shrinkage of each tree")
     max_leaf_nodes: int = Field(31, ge=2, description="leaves per tree")
     min_samples_leaf: int = Field(20, ge=1, description="fewest training rows in a leaf")
     l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on the leaf values")
+    tune: bool = Field(False, description="choose learning_rate, max_leaf_nodes and min_samples_leaf per task on "
+                       "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
+                       "`gbdt: auto` sets it")
+
+    def grid_point(self) -> dict[str, float | int]:
+        """The values of this setting's :data:`GBDT_GRID` keys."""
+        return {k: getattr(self, k) for k in GBDT_GRID}
 
 
 class ExperimentConfig(_Strict):
@@ -479,6 +513,8 @@ def expand_data_paths(value: Any, source: str) -> Any:
 def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
+    if tree.get("gbdt") == "auto":  # so that --set gbdt.max_iter=... applies to it
+        tree = {**tree, "gbdt": {"tune": True}}
     apply_overrides(tree, overrides)
     if "data" in tree:
         tree["data"] = expand_data_paths(tree["data"], source)
