@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -27,6 +28,7 @@ from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
 from ..data.validate import validated
 from ..fileio import atomic_write, read_json
+from ..predictions import prediction_frame
 from ..provenance import file_sha256
 from .archive import ExportError, load_program
 
@@ -188,9 +190,11 @@ class Predictor:
         self.model = ExportedModel(export_dir)
         self.encoder, self.module, self.manifest = self.model.encoder, self.model.module, self.model.manifest
 
-    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536) -> pl.DataFrame:
-        """Probabilities ``p_<task>`` for every row, beside the domain and user columns, in input order.
-        Domains never seen in training give a DataWarning (they are scored with the out-of-vocabulary row)."""
+    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536, keep: Sequence[str] = (),
+                auxiliary: bool = False) -> pl.DataFrame:
+        """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row, in input
+        order, beside the domain, user, item and time columns and the ``keep`` columns. Domains never seen in
+        training give a DataWarning (they are scored with the out-of-vocabulary row)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         if not isinstance(data, (pl.DataFrame, str, list)):
@@ -200,7 +204,5 @@ class Predictor:
         frame = read_files([data] if isinstance(data, str) else data) if not isinstance(data, pl.DataFrame) \
             else frame_of(data)
         probs = self.model.score(frame, batch_size)
-        schema = self.encoder.schema
         self.encoder.warn_unseen_domains(frame.df, "the scored rows")
-        keys = frame.df.select(schema.domain, schema.user)
-        return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)
