@@ -15,9 +15,10 @@ from __future__ import annotations
 import os
 import sys
 import warnings
+from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, Callable, Optional
+from typing import TYPE_CHECKING, Any
 
 import typer
 
@@ -123,7 +124,7 @@ def resolve_config(path: str) -> Path:
     raise FileNotFoundError(f"config {path!r} is neither a file nor a bundled config ({', '.join(names)})")
 
 
-def _load_config(path: str, overrides: Optional[list[str]]) -> ExperimentConfig:
+def _load_config(path: str, overrides: list[str] | None) -> ExperimentConfig:
     """The validated experiment config (``--set`` applied); imports no torch, so a bad config answers at once."""
     from .config import load_config
 
@@ -133,14 +134,14 @@ def _load_config(path: str, overrides: Optional[list[str]]) -> ExperimentConfig:
 @app.command()
 @_friendly
 def fit(
-    config: Optional[str] = typer.Argument(None, help="YAML experiment file, or a bundled config name (ciao, "
+    config: str | None = typer.Argument(None, help="YAML experiment file, or a bundled config name (ciao, "
                                            "synthetic); not needed with --resume"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: --set train.epochs=3"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key: --set train.epochs=3"),
     resume: bool = _flag(False, "--resume", help="continue the run in --out from its last checkpoint"),
     overwrite: bool = _flag(False, "--overwrite", help="replace the run in a non-empty --out (its run "
                             "files are removed first); without it a non-empty --out is refused"),
-    data: Optional[list[str]] = typer.Option(None, "--data", help="with --resume: new period file(s) to learn "
+    data: list[str] | None = typer.Option(None, "--data", help="with --resume: new period file(s) to learn "
                                              "online (evaluate on each, then train on it), as `pepnet stream` does"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on this machine (runs torchrun; "
                               "gloo on CPU, nccl on GPU)"),
@@ -179,8 +180,8 @@ def _publish(run_dir: Path, models_dir: Path) -> int:
     return version
 
 
-def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optional[list[str]], passes: int,
-                 publish_to: Optional[Path] = None) -> None:
+def _stream_into(out: Path, data: list[str], config: Path | None, set_: list[str] | None, passes: int,
+                 publish_to: Path | None = None) -> None:
     from .stream import STREAM_CSV, STREAM_PNG, period_files, stream
 
     files = [f for d in data for f in period_files(d)]
@@ -194,13 +195,21 @@ def _stream_into(out: Path, data: list[str], config: Optional[Path], set_: Optio
 @app.command("stream")
 @_friendly
 def stream_cmd(
-    config: str = typer.Argument(..., help="YAML experiment file or bundled config name (ignored when --out holds a run)"),
-    data: list[str] = typer.Option(..., "--data", help="a folder of period files (sorted by name = time order) or files"),
+    config: str = typer.Argument(
+        ..., help="YAML experiment file or bundled config name (ignored when --out holds a run)"
+    ),
+    data: list[str] = typer.Option(
+        ..., "--data", help="a folder of period files (sorted by name = time order) or files"
+    ),
     out: Path = typer.Option(..., "--out", "-o", help="run directory (created, or continued if it holds a run)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key (new runs only)"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key (new runs only)"),
     passes: int = typer.Option(1, "--passes", min=1, help="training passes over each period"),
-    publish_to: Optional[Path] = typer.Option(None, "--publish", help="after each period, export the model as the "
-                                              "next version of this models directory (watched by `pepnet serve`)"),
+    publish_to: Path | None = typer.Option(
+        None,
+        "--publish",
+        help="after each period, export the model as the "
+        "next version of this models directory (watched by `pepnet serve`)",
+    ),
 ) -> None:
     """Online training: for each period, evaluate the current model on it, then train on it."""
     cfg = None if (out / "config.yaml").is_file() else resolve_config(config)
@@ -211,8 +220,8 @@ def stream_cmd(
 @_friendly
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
-    data: Optional[list[str]] = typer.Option(None, "--data", help="files to evaluate on (default: the run's test split)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="write metrics.json / metrics.csv into this folder"),
+    data: list[str] | None = typer.Option(None, "--data", help="files to evaluate on (default: the run's test split)"),
+    out: Path | None = typer.Option(None, "--out", help="write metrics.json / metrics.csv into this folder"),
 ) -> None:
     """Per-domain x per-task AUC, GAUC and logloss of a trained run."""
     from .run import Run
@@ -231,8 +240,11 @@ def predict(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
     data: list[str] = typer.Option(..., "--data", help="parquet or CSV files to score"),
     out: Path = typer.Option(..., "--out", help="output parquet file"),
-    keep: Optional[list[str]] = typer.Option(None, "--keep", help="input columns to carry into the output besides "
-                                             "the domain, user, item and time columns: --keep col1,col2"),
+    keep: list[str] | None = typer.Option(
+        None,
+        "--keep",
+        help="input columns to carry into the output besides the domain, user, item and time columns: --keep col1,col2",
+    ),
     auxiliary: bool = _flag(False, "--auxiliary", help="also write p_<task> for the auxiliary (unreported) tasks"),
 ) -> None:
     """Write p_<task> for every input row, with its domain, user, item and time columns, to a parquet file."""
@@ -242,8 +254,10 @@ def predict(
     if out.is_dir():
         raise IsADirectoryError(f"--out {out} is a folder; expected the name of the parquet file to write")
     if any(out.resolve() == Path(d).resolve() for d in data):
-        raise FileExistsError(f"--out {out} is one of the --data files; writing the predictions there would destroy "
-                              "the input. Choose another file name")
+        raise FileExistsError(
+            f"--out {out} is one of the --data files; writing the predictions there would destroy "
+            "the input. Choose another file name"
+        )
     columns = [c.strip() for item in keep or [] for c in item.split(",") if c.strip()]
     preds = Run.load(run_dir).predict(data, keep=columns, auxiliary=auxiliary)
     out.parent.mkdir(parents=True, exist_ok=True)
@@ -256,19 +270,27 @@ def predict(
 def bench(
     config: str = typer.Argument(..., help="YAML experiment file or bundled config name (industrial, ciao, ...)"),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
-    batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch (default: the config's)"),
-    infer_batch_size: Optional[int] = typer.Option(None, "--infer-batch-size", help="inference batch (default: train.eval_batch_size)"),
+    batch_size: int | None = typer.Option(None, "--batch-size", help="training batch (default: the config's)"),
+    infer_batch_size: int | None = typer.Option(
+        None, "--infer-batch-size", help="inference batch (default: train.eval_batch_size)"
+    ),
     steps: int = typer.Option(10, "--steps", help="steps per timed window"),
-    repeats: int = typer.Option(5, "--repeats", min=1, help="interleaved rounds: each contender is timed once per "
-                                "round; the median and interquartile range over rounds are reported"),
+    repeats: int = typer.Option(
+        5,
+        "--repeats",
+        min=1,
+        help="interleaved rounds: each contender is timed once per "
+        "round; the median and interquartile range over rounds are reported",
+    ),
     warmup: int = typer.Option(3, "--warmup", help="untimed steps of each contender first"),
-    threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every variant"),
-    variant: Optional[list[str]] = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
-    reference: bool = _flag(True, "--reference/--no-reference",
-                            help="also time the reference implementation (pepnet.bench.reference)"),
+    threads: int | None = typer.Option(None, "--threads", help="torch CPU threads"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key for every variant"),
+    variant: list[str] | None = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
+    reference: bool = _flag(
+        True, "--reference/--no-reference", help="also time the reference implementation (pepnet.bench.reference)"
+    ),
     ablations: bool = _flag(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
-    json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
+    json_out: Path | None = typer.Option(None, "--json", help="write the full result as JSON here"),
 ) -> None:
     """Training / inference samples/s vs the matmul bound and a reference implementation, interleaved."""
     import json
@@ -281,11 +303,21 @@ def bench(
         for v in variant:
             label, _, rest = v.partition(":")
             variants[label.strip()] = rest.split()
-    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size,
-                       infer_batch_size=infer_batch_size,
-                       steps=steps, repeats=repeats, warmup=warmup, threads=threads, overrides=set_,
-                       variants=variants, reference=reference, ablations=ablations,
-                       command="pepnet " + " ".join(sys.argv[1:]))
+    result = run_bench(
+        str(resolve_config(config)),
+        device=device,
+        batch_size=batch_size,
+        infer_batch_size=infer_batch_size,
+        steps=steps,
+        repeats=repeats,
+        warmup=warmup,
+        threads=threads,
+        overrides=set_,
+        variants=variants,
+        reference=reference,
+        ablations=ablations,
+        command="pepnet " + " ".join(sys.argv[1:]),
+    )
     typer.echo(format_table(result))
     if json_out is not None:
         from .fileio import atomic_write
@@ -299,9 +331,13 @@ def bench(
 @_friendly
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
-    out: Optional[Path] = typer.Option(None, "--out", help="export directory (model.pt2 + encoder/ + manifest.json)"),
-    publish_to: Optional[Path] = typer.Option(None, "--publish", help="models directory: write the export as "
-                                              "versions/<N>/ and point `current` at it (watched by `pepnet serve`)"),
+    out: Path | None = typer.Option(None, "--out", help="export directory (model.pt2 + encoder/ + manifest.json)"),
+    publish_to: Path | None = typer.Option(
+        None,
+        "--publish",
+        help="models directory: write the export as "
+        "versions/<N>/ and point `current` at it (watched by `pepnet serve`)",
+    ),
 ) -> None:
     """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
     from .export import export_run
@@ -318,20 +354,26 @@ def export_cmd(
 @app.command()
 @_friendly
 def serve(
-    source: Path = typer.Argument(..., help="an export directory (`pepnet export --out`) or a models directory "
-                                  "(`pepnet export --publish`; watched for new versions)"),
+    source: Path = typer.Argument(
+        ...,
+        help="an export directory (`pepnet export --out`) or a models directory "
+        "(`pepnet export --publish`; watched for new versions)",
+    ),
     host: str = typer.Option("127.0.0.1", "--host", help="address to bind (loopback by default)"),
     port: int = typer.Option(8000, "--port", help="TCP port"),
     workers: int = typer.Option(1, "--workers", min=1, help="server processes, each with its own model"),
-    max_wait_ms: float = typer.Option(2.0, "--max-wait-ms", min=0.0, help="longest wait to coalesce concurrent "
-                                      "requests into one forward pass"),
-    max_batch_rows: int = typer.Option(4096, "--max-batch-rows", min=1, help="most rows per request (larger: 413) "
-                                       "and per coalesced batch"),
+    max_wait_ms: float = typer.Option(
+        2.0, "--max-wait-ms", min=0.0, help="longest wait to coalesce concurrent requests into one forward pass"
+    ),
+    max_batch_rows: int = typer.Option(
+        4096, "--max-batch-rows", min=1, help="most rows per request (larger: 413) and per coalesced batch"
+    ),
     max_body_bytes: int = typer.Option(8 << 20, "--max-body-bytes", min=1, help="largest request body (larger: 413)"),
     timeout_s: float = typer.Option(10.0, "--timeout-s", min=0.001, help="longest time a request may take (then 503)"),
-    poll_s: float = typer.Option(1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new "
-                                 "version"),
-    threads: Optional[int] = typer.Option(None, "--threads", min=1, help="torch CPU threads per worker"),
+    poll_s: float = typer.Option(
+        1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new version"
+    ),
+    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads per worker"),
     access_log: bool = typer.Option(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
@@ -340,21 +382,30 @@ def serve(
     from .serve.app import Settings, run
 
     if is_models_dir(source) and current_version(source) is None:
-        raise FileNotFoundError(f"{source} has no published version yet (no 'current'); publish one with "
-                                "`pepnet export RUN_DIR --publish MODELS_DIR`")
+        raise FileNotFoundError(
+            f"{source} has no published version yet (no 'current'); publish one with "
+            "`pepnet export RUN_DIR --publish MODELS_DIR`"
+        )
     if not is_models_dir(source) and not (source / MODEL_FILE).is_file():
-        raise FileNotFoundError(f"{source} is neither an export directory (no {MODEL_FILE}) nor a models directory "
-                                "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`")
-    run(Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
-        host=host, port=port, workers=workers, access_log=access_log)
+        raise FileNotFoundError(
+            f"{source} is neither an export directory (no {MODEL_FILE}) nor a models directory "
+            "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`"
+        )
+    run(
+        Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
+        host=host,
+        port=port,
+        workers=workers,
+        access_log=access_log,
+    )
 
 
 @app.command()
 @_friendly
 def gates(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
-    data: Optional[list[str]] = typer.Option(None, "--data", help="rows to average over (default: the run's test split)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
+    data: list[str] | None = typer.Option(None, "--data", help="rows to average over (default: the run's test split)"),
+    out: Path | None = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
     from .gate_analysis import run_gates, top_fields
@@ -367,8 +418,7 @@ def gates(
     if summary.epnet is not None and summary.epnet.width > 9:  # more fields than fit a terminal: the top ones
         typer.echo(top_fields(summary.epnet))
     with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):
-        for table in (summary.epnet if summary.epnet is not None and summary.epnet.width <= 9 else None,
-                      summary.ppnet):
+        for table in (summary.epnet if summary.epnet is not None and summary.epnet.width <= 9 else None, summary.ppnet):
             if table is not None:
                 typer.echo(table)
     typer.echo("written: " + ", ".join(str(p) for p in paths))
@@ -377,9 +427,12 @@ def gates(
 @app.command()
 @_friendly
 def report(
-    path: Path = typer.Argument(..., help="a run directory (`pepnet fit`) or a comparison directory (`pepnet compare`)"),
-    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: PATH/report.html); "
-                                       "its PNGs are written beside it"),
+    path: Path = typer.Argument(
+        ..., help="a run directory (`pepnet fit`) or a comparison directory (`pepnet compare`)"
+    ),
+    out: Path | None = typer.Option(
+        None, "--out", help="HTML file to write (default: PATH/report.html); its PNGs are written beside it"
+    ),
 ) -> None:
     """One self-contained HTML page: curves, per-domain AUC / GAUC with bootstrap intervals, calibration,
     gates, provenance; for a comparison, the models side by side with paired differences."""
@@ -411,7 +464,7 @@ def inspect(
 @_friendly
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run directory"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key"),
     overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier quickstart run in --out"),
 ) -> None:
     """Train PEPNet on the vendored Ciao data (28 domains, tasks like and helpful) and print the table."""
@@ -427,16 +480,21 @@ def quickstart(
 def compare(
     config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, synthetic)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .csv / .md / .png and the runs"),
-    models: Optional[list[str]] = typer.Option(None, "--models", help="models to compare, comma-separated or repeated "
-                                               "(default: shared_bottom,mmoe,ple,star,epnet_only,ppnet_only,pepnet,gbdt)"),
+    models: list[str] | None = typer.Option(
+        None,
+        "--models",
+        help="models to compare, comma-separated or repeated "
+        "(default: shared_bottom,mmoe,ple,star,epnet_only,ppnet_only,pepnet,gbdt)",
+    ),
     seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
     ablations: bool = _flag(False, "--ablations", help="also run PEPNet's ablation grid (one flag changed each)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key for every model"),
 ) -> None:
     """Baselines and ablations side by side: every model x seed on one prepared data set; mean +- std tables and
     every model paired by seed against the GBDT (else shared-bottom, else the first model)."""
     cfg = _load_config(config, set_)
-    from .compare import compare as run_compare, format_tables
+    from .compare import compare as run_compare
+    from .compare import format_tables
 
     names = [m.strip() for item in (models or []) for m in item.split(",") if m.strip()] or None
     try:
@@ -453,11 +511,15 @@ def seesaw_cmd(
     config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, seesaw, ...)"),
     out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .md / .png and the runs"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
-    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
-    compare_dirs: Optional[list[str]] = typer.Option(None, "--compare", help="a `pepnet compare` folder on the same "
-                                                     "data and seeds: its models join the benchmark table"),
-    min_class: int = typer.Option(100, "--min-class", min=1, help="fewest positive and negative test labels of a "
-                                  "domain x task cell for a verdict"),
+    set_: list[str] | None = typer.Option(None, "--set", help="override a config key for every model"),
+    compare_dirs: list[str] | None = typer.Option(
+        None,
+        "--compare",
+        help="a `pepnet compare` folder on the same data and seeds: its models join the benchmark table",
+    ),
+    min_class: int = typer.Option(
+        100, "--min-class", min=1, help="fewest positive and negative test labels of a domain x task cell for a verdict"
+    ),
     resume: bool = typer.Option(False, "--resume", help="reuse the runs already in --out"),
 ) -> None:
     """Domain and task seesaw: per domain, a model on its rows alone vs a domain-blind shared model on all rows vs
@@ -465,8 +527,15 @@ def seesaw_cmd(
     from .seesaw import seesaw
 
     try:
-        result = seesaw(resolve_config(config), out, seeds=seeds, overrides=set_, compare_dirs=compare_dirs,
-                        min_class=min_class, resume=resume)
+        result = seesaw(
+            resolve_config(config),
+            out,
+            seeds=seeds,
+            overrides=set_,
+            compare_dirs=compare_dirs,
+            min_class=min_class,
+            resume=resume,
+        )
     except (ValueError, FileExistsError) as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None

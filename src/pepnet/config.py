@@ -99,13 +99,26 @@ class FeatureSpec(_Strict):
     min_count: int = Field(1, ge=1)
     hash_buckets: int | None = Field(None, gt=0)
     log1p: bool = False
-    oov_dropout: float = Field(0.0, ge=0.0, lt=1.0, description="training only: probability that an id of this "
-                               "feature is replaced by its out-of-vocabulary row, so that row learns the cold-start case")
-    oov_first_rows: int = Field(0, ge=0, description="training only: a row whose value has fewer than this many "
-                                "earlier training rows uses the out-of-vocabulary row, as a value first seen after "
-                                "training does, so that row learns the cold-start case from first appearances")
-    reserve: int = Field(0, ge=0, description="embedding rows kept free for values first seen after fitting "
-                         "(online training grows the vocabulary into them; once full, new values hash into them)")
+    oov_dropout: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="training only: probability that an id of this "
+        "feature is replaced by its out-of-vocabulary row, so that row learns the cold-start case",
+    )
+    oov_first_rows: int = Field(
+        0,
+        ge=0,
+        description="training only: a row whose value has fewer than this many "
+        "earlier training rows uses the out-of-vocabulary row, as a value first seen after "
+        "training does, so that row learns the cold-start case from first appearances",
+    )
+    reserve: int = Field(
+        0,
+        ge=0,
+        description="embedding rows kept free for values first seen after fitting "
+        "(online training grows the vocabulary into them; once full, new values hash into them)",
+    )
 
     @property
     def source(self) -> str:
@@ -133,20 +146,25 @@ class StatFeature(_Strict):
     prior: float = Field(20.0, ge=0.0, description="pseudo-count of the smoothing towards the global mean")
     buckets: int = Field(16, ge=2)
     as_dense: bool = False
-    realtime: bool = Field(False, description="count only: evaluation rows also count the strictly earlier rows "
-                           "of their own frame (the evaluated split or scored file so far; one row group when streamed "
-                           "from parquet), not only the training split; reads no label. False: the count stops at "
-                           "the end of the training split")
+    realtime: bool = Field(
+        False,
+        description="count only: evaluation rows also count the strictly earlier rows "
+        "of their own frame (the evaluated split or scored file so far; one row group when streamed "
+        "from parquet), not only the training split; reads no label. False: the count stops at "
+        "the end of the training split",
+    )
 
     @model_validator(mode="after")
-    def _target_needed(self) -> "StatFeature":
+    def _target_needed(self) -> StatFeature:
         if self.stat in ("rate", "mean") and not self.target:
             raise ValueError(f"stat feature {self.name!r}: stat {self.stat!r} needs a 'target'")
         if self.stat == "count" and self.target:
             raise ValueError(f"stat feature {self.name!r}: stat 'count' takes no 'target'")
         if self.realtime and self.stat != "count":
-            raise ValueError(f"stat feature {self.name!r}: realtime is for stat 'count' only (a {self.stat!r} "
-                             "of the evaluated period would read its labels)")
+            raise ValueError(
+                f"stat feature {self.name!r}: realtime is for stat 'count' only (a {self.stat!r} "
+                "of the evaluated period would read its labels)"
+            )
         return self
 
 
@@ -177,11 +195,17 @@ class Groups(_Strict):
 class SchemaConfig(_Strict):
     domain: str = Field(description="column holding the domain (scenario) of each row")
     user: str = Field(description="column of the user key; GAUC groups by it")
-    time: str | None = Field(None, description="column of the event time: unix seconds (integer), a datetime, or "
-                             "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
-                             "is converted to UTC)")
-    item: str | None = Field(None, description="column of the item key; predictions carry it (with the domain, user "
-                             "and time columns) so that their rows join back to the input")
+    time: str | None = Field(
+        None,
+        description="column of the event time: unix seconds (integer), a datetime, or "
+        "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
+        "is converted to UTC)",
+    )
+    item: str | None = Field(
+        None,
+        description="column of the item key; predictions carry it (with the domain, user "
+        "and time columns) so that their rows join back to the input",
+    )
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
     features: list[FeatureSpec] = Field(default_factory=list)
     stats: list[StatFeature] = Field(default_factory=list)
@@ -197,7 +221,7 @@ class SchemaConfig(_Strict):
         return v
 
     @model_validator(mode="after")
-    def _consistent(self) -> "SchemaConfig":
+    def _consistent(self) -> SchemaConfig:
         names = [f.name for f in self.features] + [s.name for s in self.stats] + [t.name for t in self.time_features]
         dup = sorted({n for n in names if names.count(n) > 1})
         if dup:
@@ -211,7 +235,9 @@ class SchemaConfig(_Strict):
                     raise ValueError(f"groups.{group}: {n!r} is not a declared feature{extra}")
         for s in self.stats:
             if s.stat == "rate" and s.target not in self.labels:
-                raise ValueError(f"stat feature {s.name!r}: target {s.target!r} is not a task (tasks: {list(self.labels)})")
+                raise ValueError(
+                    f"stat feature {s.name!r}: target {s.target!r} is not a task (tasks: {list(self.labels)})"
+                )
         if self.time_features and not self.time:
             raise ValueError("time_features need schema.time (the time column)")
         realtime = [s.name for s in self.stats if s.realtime]
@@ -252,8 +278,10 @@ class SplitConfig(_Strict):
     valid_files: list[str] = Field(default_factory=list)
     test_files: list[str] = Field(default_factory=list)
     test_stats: Literal["train", "train+valid"] = Field(
-        "train", description="rows whose statistics of the past the test split sees: the training split, or the "
-        "training and validation splits (all rows before the test period; no test label is ever used)")
+        "train",
+        description="rows whose statistics of the past the test split sees: the training split, or the "
+        "training and validation splits (all rows before the test period; no test label is ever used)",
+    )
 
     @field_validator("fractions")
     @classmethod
@@ -279,31 +307,46 @@ class SyntheticData(_Strict):
     drift: float = Field(0.0, ge=0.0)
     n_periods: int = Field(1, ge=1)
     seed: int = 0
-    domain_shares: list[float] = Field(default_factory=list, description="share of the rows in each domain "
-                                       "(normalised; empty: shares proportional to (d+1)^-0.6, domain 0 the largest)")
-    task_rates: list[float] = Field(default_factory=list, description="marginal positive rate of each task "
-                                    "(empty: 0.2, 0.05, 0.029, ...)")
-    domain_flip: float = Field(0.0, description="effect of d0 on every task: +domain_flip in domain 0, "
-                               "-domain_flip in the others (a domain seesaw)")
-    task_flip: float = Field(0.0, description="effect of d1: +task_flip on the first task, -task_flip on the "
-                             "others (conflicting task drivers)")
-    prior_gate: float = Field(0.0, description="effect of d2: prior_gate * a_u * b_i, with per-user and per-item "
-                              "sensitivities a_u, b_i ~ Exponential(1) (how much d2 matters depends on the user "
-                              "and the item)")
+    domain_shares: list[float] = Field(
+        default_factory=list,
+        description="share of the rows in each domain "
+        "(normalised; empty: shares proportional to (d+1)^-0.6, domain 0 the largest)",
+    )
+    task_rates: list[float] = Field(
+        default_factory=list, description="marginal positive rate of each task (empty: 0.2, 0.05, 0.029, ...)"
+    )
+    domain_flip: float = Field(
+        0.0,
+        description="effect of d0 on every task: +domain_flip in domain 0, "
+        "-domain_flip in the others (a domain seesaw)",
+    )
+    task_flip: float = Field(
+        0.0,
+        description="effect of d1: +task_flip on the first task, -task_flip on the others (conflicting task drivers)",
+    )
+    prior_gate: float = Field(
+        0.0,
+        description="effect of d2: prior_gate * a_u * b_i, with per-user and per-item "
+        "sensitivities a_u, b_i ~ Exponential(1) (how much d2 matters depends on the user "
+        "and the item)",
+    )
 
 
 class DataConfig(_Strict):
     dataset: Literal["ciao", "synthetic"] | None = Field(
         None, description="a built-in data set instead of files: 'ciao' (vendored) or 'synthetic' (generated)"
     )
-    files: list[str] = Field(default_factory=list, description="parquet or CSV files (relative to the working directory; "
-                             "${NAME} in a data path is the environment variable NAME)")
+    files: list[str] = Field(
+        default_factory=list,
+        description="parquet or CSV files (relative to the working directory; "
+        "${NAME} in a data path is the environment variable NAME)",
+    )
     side_tables: list[SideTable] = Field(default_factory=list)
     split: SplitConfig = Field(default_factory=SplitConfig)
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
 
     @model_validator(mode="after")
-    def _source(self) -> "DataConfig":
+    def _source(self) -> DataConfig:
         if not self.files and self.dataset is None:
             raise ValueError("give data.files or data.dataset")
         if self.split.method == "files" and not (self.split.valid_files and self.split.test_files):
@@ -323,13 +366,22 @@ class ModelConfig(_Strict):
     dropout: float = Field(0.0, ge=0.0, lt=1.0)
     gamma: float = Field(2.0, gt=0.0, description="Gate NU scale: delta in [0, gamma]")
     gate_hidden: int = Field(64, gt=0, description="hidden width of every Gate NU")
-    epnet_granularity: Literal["element", "field"] = Field("element", description="one EPNet gate per embedding element or per field")
+    epnet_granularity: Literal["element", "field"] = Field(
+        "element", description="one EPNet gate per embedding element or per field"
+    )
     stop_gradient: bool = Field(True, description="no gradient from the gates into the general embeddings E / O_ep")
-    ppnet_gate_on: Literal["input", "output"] = Field("input", description="PPNet gate scales each layer's input (paper) or output")
-    ppnet_gate_output_layer: bool = Field(False, description="PPNet also gates the input of each task's output "
-                                          "layer (the last hidden layer's output), as the paper gates every DNN layer; "
-                                          "with ppnet_gate_on: output that input is already gated")
-    ppnet_gate_mode: Literal["split", "per_task"] = Field("split", description="one gate split into T slices, or one gate per task")
+    ppnet_gate_on: Literal["input", "output"] = Field(
+        "input", description="PPNet gate scales each layer's input (paper) or output"
+    )
+    ppnet_gate_output_layer: bool = Field(
+        False,
+        description="PPNet also gates the input of each task's output "
+        "layer (the last hidden layer's output), as the paper gates every DNN layer; "
+        "with ppnet_gate_on: output that input is already gated",
+    )
+    ppnet_gate_mode: Literal["split", "per_task"] = Field(
+        "split", description="one gate split into T slices, or one gate per task"
+    )
     ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
         default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"
     )
@@ -343,8 +395,11 @@ class ModelConfig(_Strict):
 
         if v not in MODELS:
             hint = difflib.get_close_matches(v, list(MODELS), n=1)
-            raise ValueError(f"model {v!r} is unknown" + (f"; did you mean {hint[0]!r}?" if hint else "")
-                             + f"; available: {', '.join(sorted(MODELS))}")
+            raise ValueError(
+                f"model {v!r} is unknown"
+                + (f"; did you mean {hint[0]!r}?" if hint else "")
+                + f"; available: {', '.join(sorted(MODELS))}"
+            )
         return v
 
     @field_validator("hidden_units")
@@ -361,38 +416,68 @@ class TrainConfig(_Strict):
     eval_batch_size: int = Field(16384, gt=0)
     embedding_lr: float = Field(0.05, gt=0.0, description="Adagrad learning rate of the embedding table")
     dense_lr: float = Field(1e-3, gt=0.0, description="Adam learning rate of every dense weight")
-    lr_schedule: Literal["constant", "linear"] = Field("constant", description="the dense (Adam) learning rate over "
-                                                      "training: constant, or decayed linearly from dense_lr to 0 at "
-                                                      "the last step of train.epochs epochs")
+    lr_schedule: Literal["constant", "linear"] = Field(
+        "constant",
+        description="the dense (Adam) learning rate over "
+        "training: constant, or decayed linearly from dense_lr to 0 at "
+        "the last step of train.epochs epochs",
+    )
     weight_decay: float = Field(0.0, ge=0.0)
-    ema_decay: float = Field(0.0, ge=0.0, lt=1.0, description="exponential moving average of the dense (Adam) "
-                             "weights, updated every step with decay min(ema_decay, (1 + step) / (10 + step)); "
-                             "validation, the best weights and the final model use the average (0: off)")
+    ema_decay: float = Field(
+        0.0,
+        ge=0.0,
+        lt=1.0,
+        description="exponential moving average of the dense (Adam) "
+        "weights, updated every step with decay min(ema_decay, (1 + step) / (10 + step)); "
+        "validation, the best weights and the final model use the average (0: off)",
+    )
     patience: int = Field(2, ge=0, description="epochs without improvement of validation mean GAUC before stopping")
-    refit: bool = Field(False, description="after choosing the epoch on the validation split, train a fresh model "
-                        "(same seed) on training + validation rows for that many epochs, with vocabularies and "
-                        "statistics fitted on them too, and score the test split with it (the run's final model)")
+    refit: bool = Field(
+        False,
+        description="after choosing the epoch on the validation split, train a fresh model "
+        "(same seed) on training + validation rows for that many epochs, with vocabularies and "
+        "statistics fitted on them too, and score the test split with it (the run's final model)",
+    )
     monitor: Literal["gauc", "auc"] = "gauc"
     seed: int = Field(42, ge=0, lt=2**63, description="seed of every random draw (0 <= seed < 2**63)")
     deterministic: bool = False
     threads: int | None = Field(None, gt=0)
     device: str = Field("auto", pattern=r"^(auto|cpu|cuda|cuda:\d+|mps)$", description="auto, cpu, cuda or cuda:N")
-    on_nan: Literal["error", "skip"] = Field("error", description="a NaN/inf loss stops training, or the batch is skipped")
+    on_nan: Literal["error", "skip"] = Field(
+        "error", description="a NaN/inf loss stops training, or the batch is skipped"
+    )
     progress: bool = True
-    checkpoint_every: int = Field(0, ge=0, description="also checkpoint every N steps within an epoch (0: only at epoch end)")
-    memory_limit_gb: float | None = Field(None, gt=0, description="memory budget of the pre-training memory check "
-                                          "(default: available RAM, or free GPU memory on CUDA)")
-    amp: Literal["none", "bf16"] = Field("none", description="mixed precision: bf16 autocast of the forward pass "
-                                         "(CUDA; on CPU it runs but is rarely faster)")
+    checkpoint_every: int = Field(
+        0, ge=0, description="also checkpoint every N steps within an epoch (0: only at epoch end)"
+    )
+    memory_limit_gb: float | None = Field(
+        None,
+        gt=0,
+        description="memory budget of the pre-training memory check "
+        "(default: available RAM, or free GPU memory on CUDA)",
+    )
+    amp: Literal["none", "bf16"] = Field(
+        "none",
+        description="mixed precision: bf16 autocast of the forward pass (CUDA; on CPU it runs but is rarely faster)",
+    )
     compile: bool = Field(False, description="torch.compile the model's dense part (gates and towers)")
-    prefetch: int = Field(2, ge=0, description="batches prepared ahead in a background thread (pinned memory, "
-                          "non-blocking copies) when training on a GPU; 0: off; ignored on CPU")
-    data_on_device: bool = Field(False, description="move the whole training split to the training device once "
-                                 "(GPU: no per-batch host copies; needs the split to fit in GPU memory)")
+    prefetch: int = Field(
+        2,
+        ge=0,
+        description="batches prepared ahead in a background thread (pinned memory, "
+        "non-blocking copies) when training on a GPU; 0: off; ignored on CPU",
+    )
+    data_on_device: bool = Field(
+        False,
+        description="move the whole training split to the training device once "
+        "(GPU: no per-batch host copies; needs the split to fit in GPU memory)",
+    )
     embedding_sharding: Literal["none", "auto", "table_wise", "column_wise", "row_wise"] = Field(
-        "none", description="shard the embedding tables across the torchrun processes with TorchRec (optional "
+        "none",
+        description="shard the embedding tables across the torchrun processes with TorchRec (optional "
         "extra; 2+ processes): none = one replicated fused table; auto = TorchRec's planner picks; or force one "
-        "layout (row_wise needs GPUs). See docs/distributed.md")
+        "layout (row_wise needs GPUs). See docs/distributed.md",
+    )
 
 
 GBDT_GRID: dict[str, tuple[float | int, ...]] = {
@@ -413,14 +498,19 @@ class GBDTConfig(_Strict):
     true}``) also chooses the learning rate, leaves and rows per leaf per task on validation AUC, from
     :data:`GBDT_GRID`."""
 
-    max_iter: int = Field(300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)")
+    max_iter: int = Field(
+        300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)"
+    )
     learning_rate: float = Field(0.05, gt=0, description="shrinkage of each tree")
     max_leaf_nodes: int = Field(31, ge=2, description="leaves per tree")
     min_samples_leaf: int = Field(20, ge=1, description="fewest training rows in a leaf")
     l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on the leaf values")
-    tune: bool = Field(False, description="choose learning_rate, max_leaf_nodes and min_samples_leaf per task on "
-                       "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
-                       "`gbdt: auto` sets it")
+    tune: bool = Field(
+        False,
+        description="choose learning_rate, max_leaf_nodes and min_samples_leaf per task on "
+        "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
+        "`gbdt: auto` sets it",
+    )
 
     def grid_point(self) -> dict[str, float | int]:
         """The values of this setting's :data:`GBDT_GRID` keys."""
@@ -464,7 +554,7 @@ def _model_at(model: type[BaseModel], loc: tuple[Any, ...]) -> type[BaseModel] |
 
 def _unwrap(tp: Any) -> Any:
     """The BaseModel inside ``list[X]``, ``dict[str, X]``, ``X | None``; else ``tp``."""
-    for arg in (get_args(tp) if get_origin(tp) is not None else ()):
+    for arg in get_args(tp) if get_origin(tp) is not None else ():
         inner = _unwrap(arg)
         if isinstance(inner, type) and issubclass(inner, BaseModel):
             return inner
@@ -484,9 +574,7 @@ def format_validation_error(err: ValidationError, root: type[BaseModel], source:
             parent = _model_at(root, loc[:-1])
             hint = difflib.get_close_matches(str(loc[-1]), _field_names(parent), n=1, cutoff=0.5) if parent else []
             valid = f"; valid keys: {', '.join(_field_names(parent))}" if parent else ""
-            lines.append(
-                f"  {where}: unknown key" + (f"; did you mean {hint[0]!r}?" if hint else valid)
-            )
+            lines.append(f"  {where}: unknown key" + (f"; did you mean {hint[0]!r}?" if hint else valid))
         elif e["type"] == "missing":
             lines.append(f"  {where}: required key is missing")
         else:
@@ -551,14 +639,18 @@ def expand_data_paths(value: Any, source: str) -> Any:
     def lookup(match: re.Match) -> str:
         name = match.group(1)
         if name not in os.environ:
-            raise ConfigError(f"{source}: data path {value!r} uses ${{{name}}}, which is not set: set the environment "
-                              f"variable {name} to the folder that holds the data, or give the files with --set")
+            raise ConfigError(
+                f"{source}: data path {value!r} uses ${{{name}}}, which is not set: set the environment "
+                f"variable {name} to the folder that holds the data, or give the files with --set"
+            )
         return os.environ[name]
 
     return _ENV_VAR.sub(lookup, value)
 
 
-def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
+def parse_config(
+    tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None
+) -> ExperimentConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
     if tree.get("gbdt") == "auto":  # so that --set gbdt.max_iter=... applies to it
@@ -618,4 +710,3 @@ __all__ = [
     "load_config",
     "parse_config",
 ]
-

@@ -45,16 +45,29 @@ class GateSummary:
         use_fonts()
         tables = [(n, t) for n, t in (("EPNet: mean gate per domain x general field", self.epnet),
                                       ("PPNet: mean gate per (domain, layer) x task", self.ppnet)) if t is not None]
-        fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 0.25 * max(t.height for _, t in tables) + 2.5),
-                                 squeeze=False)
+        fig, axes = plt.subplots(
+            1, len(tables), figsize=(7 * len(tables), 0.25 * max(t.height for _, t in tables) + 2.5), squeeze=False
+        )
         for ax, (title, table) in zip(axes[0], tables, strict=True):
             labels = table.columns[1:] if title.startswith("EP") else table.columns[2:]
-            rows = table[table.columns[0]].cast(pl.String).to_list() if title.startswith("EP") else \
-                [f"{d} / L{layer}" for d, layer in zip(table[table.columns[0]].to_list(),
-                                                       table[table.columns[1]].to_list(), strict=True)]
+            rows = (
+                table[table.columns[0]].cast(pl.String).to_list()
+                if title.startswith("EP")
+                else [
+                    f"{d} / L{layer}"
+                    for d, layer in zip(
+                        table[table.columns[0]].to_list(), table[table.columns[1]].to_list(), strict=True
+                    )
+                ]
+            )
             values = table.select(labels).to_numpy()
-            im = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=min(values.min(), 2 - values.max()),
-                           vmax=max(values.max(), 2 - values.min()))
+            im = ax.imshow(
+                values,
+                aspect="auto",
+                cmap="coolwarm",
+                vmin=min(values.min(), 2 - values.max()),
+                vmax=max(values.max(), 2 - values.min()),
+            )
             ax.set_xticks(range(len(labels)), labels, rotation=60, ha="right", fontsize=7)
             ax.set_yticks(range(len(rows)), rows, fontsize=7)
             ax.set_title(title, fontsize=9)
@@ -82,8 +95,12 @@ def top_fields(epnet: pl.DataFrame, k: int = 5) -> str:
     values = epnet.select(fields).to_numpy()
     names = [str(d) for d in epnet[label].to_list()]
     width = max(map(len, names), default=0)
-    lines = [(f"EPNet: per domain, the {min(k, len(fields))} of {len(fields)} fields whose mean gate is farthest "
-              "from 1 (all of them in gates_epnet.csv)")]
+    lines = [
+        (
+            f"EPNet: per domain, the {min(k, len(fields))} of {len(fields)} fields whose mean gate is farthest "
+            "from 1 (all of them in gates_epnet.csv)"
+        )
+    ]
     for name, row in zip(names, values, strict=True):
         top = np.argsort(-np.abs(row - 1.0), kind="stable")[:k]
         lines.append(f"{name:<{width}}  " + "  ".join(f"{fields[j]} {row[j]:.2f}" for j in top))
@@ -91,8 +108,9 @@ def top_fields(epnet: pl.DataFrame, k: int = 5) -> str:
 
 
 @torch.no_grad()
-def summarise_gates(model: torch.nn.Module, data: EncodedData, general_names: list[str], tasks: list[str],
-                    batch_size: int = 16384) -> GateSummary:
+def summarise_gates(
+    model: torch.nn.Module, data: EncodedData, general_names: list[str], tasks: list[str], batch_size: int = 16384
+) -> GateSummary:
     """Average every gate of ``model`` (a PEPNet-family model: it has ``forward_with_gates``) per domain."""
     if not hasattr(model, "forward_with_gates"):
         raise ValueError(f"model {type(model).__name__} has no PEPNet gates to inspect")
@@ -106,7 +124,7 @@ def summarise_gates(model: torch.nn.Module, data: EncodedData, general_names: li
     for batch in BatchLoader(TensorData(data), batch_size):
         b = batch.to(device)
         _, gates = model.forward_with_gates(b.sparse, b.dense)
-        dom = domain[start:start + len(batch)]
+        dom = domain[start : start + len(batch)]
         start += len(batch)
         for name, g in gates.items():
             per_row = g.float().mean(-1).double().cpu()  # epnet [B, Fg]; ppnet.l [B, T]
@@ -116,17 +134,27 @@ def summarise_gates(model: torch.nn.Module, data: EncodedData, general_names: li
     if "epnet" in sums:
         means = (sums["epnet"] / counts[:, None]).numpy()
         label = label_column(general_names)
-        epnet = pl.DataFrame([pl.Series(label, data.domain_names, dtype=pl.String),
-                              *(pl.Series(n, means[:, j]) for j, n in enumerate(general_names))])
+        epnet = pl.DataFrame(
+            [
+                pl.Series(label, data.domain_names, dtype=pl.String),
+                *(pl.Series(n, means[:, j]) for j, n in enumerate(general_names)),
+            ]
+        )
     layers = sorted((k for k in sums if k.startswith("ppnet.")), key=lambda k: int(k.split(".")[1]))
     ppnet = None
     if layers:
         parts = []
         for k in layers:
             means = (sums[k] / counts[:, None]).numpy()
-            parts.append(pl.DataFrame([pl.Series(label_column(tasks), data.domain_names, dtype=pl.String),
-                                       pl.Series(label_column(tasks, "layer"), [int(k.split(".")[1])] * n_dom),
-                                       *(pl.Series(t, means[:, j]) for j, t in enumerate(tasks))]))
+            parts.append(
+                pl.DataFrame(
+                    [
+                        pl.Series(label_column(tasks), data.domain_names, dtype=pl.String),
+                        pl.Series(label_column(tasks, "layer"), [int(k.split(".")[1])] * n_dom),
+                        *(pl.Series(t, means[:, j]) for j, t in enumerate(tasks)),
+                    ]
+                )
+            )
         ppnet = pl.concat(parts)
     return GateSummary(epnet, ppnet)
 

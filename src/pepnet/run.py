@@ -11,10 +11,9 @@ layout.json, model.pt, history.csv), which ``Run.load`` returns and metrics.json
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -80,7 +79,7 @@ class Run:
         self.device = next(model.parameters()).device
 
     @classmethod
-    def load(cls, directory: str | Path, device: str = "cpu") -> "Run":
+    def load(cls, directory: str | Path, device: str = "cpu") -> Run:
         """The run's final model: with ``train.refit``, the one trained on training + validation rows
         (``REFIT_DIR``: its own encoder, layout and weights)."""
         directory = Path(directory)
@@ -164,13 +163,24 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     log(f"memory plan: {plan.describe()}")
     model = build_model(layout, config.model)
     n_params = sum(p.numel() for p in model.parameters())
-    log(f"model {config.model.name}: {n_params:,} parameters ({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
+    log(f"model {config.model.name}: {n_params:,} parameters "
+        f"({encoder.num_embeddings:,} embedding rows x {config.model.embedding_dim})")
     sharded = None
     if tc.embedding_sharding != "none":  # TorchRec: tables sharded over the ranks, dense part data-parallel
         sharded = ShardedEmbeddings(model, [f.size for f in encoder.sparse_fields], tc, device, ctx)
         log(f"embedding tables sharded over {ctx.world} processes by TorchRec: {', '.join(sharded.plan)}")
-    trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(), run_dir=out, device=device,
-                      log=log, dist=ctx, sharded=sharded, callbacks=callbacks)
+    trainer = Trainer(
+        model,
+        tc,
+        encoder.task_names,
+        config.schema_.task_weights(),
+        run_dir=out,
+        device=device,
+        log=log,
+        dist=ctx,
+        sharded=sharded,
+        callbacks=callbacks,
+    )
     if resume:
         trainer.resume()
     valid = prep.encoded.get("valid")
@@ -199,8 +209,14 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     return Trained(model, state, report_of(probs, test, encoder), encoder, probs)
 
 
-def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path,
-          log: Callable[[str], None] = print, callbacks: Sequence[TrainerCallback] = ()) -> Trained:
+def refit(
+    config: ExperimentConfig,
+    prep: Prepared,
+    state: TrainState,
+    out: Path,
+    log: Callable[[str], None] = print,
+    callbacks: Sequence[TrainerCallback] = (),
+) -> Trained:
     """``train.refit``: a fresh model (same seed) trained in ``out`` on the training then validation rows for
     the ``state.best_epoch`` epochs chosen on validation, with an encoder (vocabularies, statistics of the past)
     fitted on those rows and saved in ``out``; the test split is scored once, with it. Nothing in this step
@@ -219,8 +235,15 @@ def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path
 
 # what ``--set`` may change on ``--resume``: how the run executes, not what it learns (the optimiser state,
 # the data and the model are restored from the run)
-RESUME_OVERRIDES = ("train.progress", "train.threads", "train.device", "train.eval_batch_size", "train.prefetch",
-                    "train.memory_limit_gb", "train.checkpoint_every")
+RESUME_OVERRIDES = (
+    "train.progress",
+    "train.threads",
+    "train.device",
+    "train.eval_batch_size",
+    "train.prefetch",
+    "train.memory_limit_gb",
+    "train.checkpoint_every",
+)
 
 
 def _resume_overrides(overrides: list[str] | None, out: Path, log: Callable[[str], None]) -> list[str] | None:
@@ -228,17 +251,25 @@ def _resume_overrides(overrides: list[str] | None, out: Path, log: Callable[[str
     keys = [o.split("=", 1)[0].strip() for o in overrides or []]
     refused = [k for k in keys if k not in RESUME_OVERRIDES]
     if refused:
-        raise ConfigError(f"--resume continues the run in {out} as it was configured; --set {', '.join(refused)} "
-                          "cannot take effect there (the data, the model and the optimiser state, learning rates "
-                          f"included, are restored). On resume --set may change only: {', '.join(RESUME_OVERRIDES)}; "
-                          "start a new run to change anything else")
+        raise ConfigError(
+            f"--resume continues the run in {out} as it was configured; --set {', '.join(refused)} "
+            "cannot take effect there (the data, the model and the optimiser state, learning rates "
+            f"included, are restored). On resume --set may change only: {', '.join(RESUME_OVERRIDES)}; "
+            "start a new run to change anything else"
+        )
     if keys:
         log(f"--resume: applying {', '.join(overrides or [])} to this process (config.yaml keeps the run's settings)")
     return overrides
 
 
-def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
-        overrides: list[str] | None = None, log: Callable[[str], None] = print, overwrite: bool = False) -> Run:
+def fit(
+    config: ExperimentConfig | str | Path,
+    out: str | Path,
+    resume: bool = False,
+    overrides: list[str] | None = None,
+    log: Callable[[str], None] = print,
+    overwrite: bool = False,
+) -> Run:
     """Train the configured model; write the run directory ``out``; evaluate the best model on the test split.
     A new run needs ``out`` new or empty, unless ``overwrite`` (which removes an earlier run's files first)."""
     out = Path(out)
@@ -270,14 +301,19 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
     elif main:
         write_run_info(out, config, prep)
     if tc.epochs == 1 and "valid" in prep.encoded:
-        log("note: train.epochs is 1, so no epoch is chosen on validation; for new data keep the default "
-            "(5, with patience 2) or raise it (docs/configuration.md, train.epochs)")
+        log(
+            "note: train.epochs is 1, so no epoch is chosen on validation; for new data keep the default "
+            "(5, with patience 2) or raise it (docs/configuration.md, train.epochs)"
+        )
     trained = train_model(config, prep, out, resume=resume, log=log)
     state, report = trained.state, trained.report
     if main:
         write_metrics(out, report)
-    log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f})"
-        + ("; final model refit on training + validation rows" if tc.refit else "") + "; test metrics:")
+    log(
+        f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f})"
+        + ("; final model refit on training + validation rows" if tc.refit else "")
+        + "; test metrics:"
+    )
     return Run(out, config, trained.encoder, trained.model, report)
 
 
@@ -287,8 +323,9 @@ def write_metrics(out: Path, report: MetricsReport) -> None:
     report.to_csv(out / "metrics.csv")
 
 
-def complete_run_dir(out: Path, config: ExperimentConfig, prep: Prepared, trained: Trained,
-                     info: dict | None = None) -> None:
+def complete_run_dir(
+    out: Path, config: ExperimentConfig, prep: Prepared, trained: Trained, info: dict | None = None
+) -> None:
     """Make ``out``, where :func:`train_model` trained, a full run directory as `pepnet fit` writes it (usable
     by evaluate, predict, gates, inspect and report): config.yaml, encoder/, run.json and metrics.json / .csv.
     ``info``: :func:`pepnet.provenance.run_info` computed once for many runs on ``prep``."""
@@ -298,5 +335,21 @@ def complete_run_dir(out: Path, config: ExperimentConfig, prep: Prepared, traine
     write_metrics(out, trained.report)
 
 
-__all__ = ["CONFIG_FILE", "DataError", "ENCODER_DIR", "LAYOUT_FILE", "PREDICTIONS_FILE", "REFIT_DIR", "Run", "Trained",
-           "complete_run_dir", "fit", "refit", "report_of", "reported_probs", "score", "train_model", "write_metrics"]
+__all__ = [
+    "CONFIG_FILE",
+    "DataError",
+    "ENCODER_DIR",
+    "LAYOUT_FILE",
+    "PREDICTIONS_FILE",
+    "REFIT_DIR",
+    "Run",
+    "Trained",
+    "complete_run_dir",
+    "fit",
+    "refit",
+    "report_of",
+    "reported_probs",
+    "score",
+    "train_model",
+    "write_metrics",
+]

@@ -376,13 +376,16 @@ def format_seesaw(result: dict[str, Any]) -> str:
     data or compare folders) the benchmark tables."""
     legend = (f"Paired differences on the test split over {result['n_seeds']} seed(s) {result['seeds']}: mean ± std "
               "(seeds with the mean's sign / seeds); * = beyond seed noise (every seed agrees and |mean| > 2 std / "
-              f"sqrt(seeds)); *small*: fewer than {result['min_class']} positive or negative test labels, not judged.\n")
+              f"sqrt(seeds)); *small*: fewer than {result['min_class']} positive or negative test labels, "
+              "not judged.\n")
     parts = [f"# Seesaw diagnostic: {result['config_name']}\n", legend]
     for metric in METRICS:
         header = ["domain", "task", "pos / neg"] + [name for name, _, _ in COMPARISONS]
-        rows = [[c["domain"], c["task"], f"{c['positives']} / {c['negatives']}" + (" *small*" if c["small"] else "")]
-                + [_diff_text(c["diff"].get(name, {}).get(metric), c["small"]) for name, _, _ in COMPARISONS]
-                for c in result["cells"]]
+        rows = [
+            [c["domain"], c["task"], f"{c['positives']} / {c['negatives']}" + (" *small*" if c["small"] else "")]
+            + [_diff_text(c["diff"].get(name, {}).get(metric), c["small"]) for name, _, _ in COMPARISONS]
+            for c in result["cells"]
+        ]
         parts += [f"\n## {metric.upper()}\n", _md_table(header, rows)]
     parts += ["\n## Verdicts (GAUC)\n", *[f"- {v}" for v in result["verdicts"]]]
     bench = result.get("benchmark")
@@ -397,25 +400,34 @@ def format_benchmark(result: dict[str, Any], bench: dict[str, Any]) -> str:
     parts = []
     for metric in METRICS:
         header = ["model"] + [f"{d} {t}" for d, t in keys]
-        rows = [[m] + [_mean_std(cells.get(f"{d}|{t}|{metric}")) for d, t in keys]
-                for m, cells in bench["models"].items()]
+        rows = [
+            [m] + [_mean_std(cells.get(f"{d}|{t}|{metric}")) for d, t in keys] for m, cells in bench["models"].items()
+        ]
         if bench["oracle"]:
             rows.append(["oracle"] + [f"{bench['oracle'].get(f'{d}|{t}|{metric}', math.nan):.4f}" for d, t in keys])
-        parts += [f"\n## Benchmark: test {metric.upper()} per domain x task (mean ± std over seeds)\n",
-                  _md_table(header, rows)]
+        parts += [
+            f"\n## Benchmark: test {metric.upper()} per domain x task (mean ± std over seeds)\n",
+            _md_table(header, rows),
+        ]
     if bench["gap_closed"]:
         header = ["model"] + [f"gap closed, mean {m.upper()}" for m in METRICS]
-        rows = [[m] + [f"{g[k]['mean']:+.3f} ± {g[k]['std']:.3f}" for k in METRICS]
-                for m, g in bench["gap_closed"].items()]
+        rows = [
+            [m] + [f"{g[k]['mean']:+.3f} ± {g[k]['std']:.3f}" for k in METRICS] for m, g in bench["gap_closed"].items()
+        ]
         title = "Fraction of the gap closed between the domain-blind shared model (joint, 0) and the oracle (1)"
         parts += [f"\n## {title}\n", _md_table(header, rows)]
     if bench.get("vs_pepnet"):
         header = ["model"] + [f"mean cell {m.upper()}" for m in METRICS] + [f"{m.upper()} - pepnet" for m in METRICS]
-        rows = [[m] + [_mean_std(paired(bench["cell_mean"][m][k], [0.0] * len(bench["cell_mean"][m][k])))
-                       for k in METRICS] + [_diff_text(d[k], False) for k in METRICS]
-                for m, d in bench["vs_pepnet"].items()]
-        title = (f"Mean over the judged domain x task cells ({', '.join(bench['judged_cells'])}), paired by seed "
-                 "against PEPNet (* beyond seed noise)")
+        rows = [
+            [m]
+            + [_mean_std(paired(bench["cell_mean"][m][k], [0.0] * len(bench["cell_mean"][m][k]))) for k in METRICS]
+            + [_diff_text(d[k], False) for k in METRICS]
+            for m, d in bench["vs_pepnet"].items()
+        ]
+        title = (
+            f"Mean over the judged domain x task cells ({', '.join(bench['judged_cells'])}), paired by seed "
+            "against PEPNet (* beyond seed noise)"
+        )
         parts += [f"\n## {title}\n", _md_table(header, rows)]
     return "\n".join(parts)
 
@@ -445,13 +457,21 @@ def plot_seesaw(result: dict[str, Any], path: Path) -> None:
                 d = c["diff"].get(n, {}).get(metric)
                 if d and d["n"]:
                     star = "*" if d["clear"] and not c["small"] else ""
-                    ax.text(j, i, f"{d['mean']:+.3f}{star}\n{d['agree']}/{d['n']}", ha="center",
-                            va="center", fontsize=7, color="0.5" if c["small"] else "black")
+                    ax.text(
+                        j,
+                        i,
+                        f"{d['mean']:+.3f}{star}\n{d['agree']}/{d['n']}",
+                        ha="center",
+                        va="center",
+                        fontsize=7,
+                        color="0.5" if c["small"] else "black",
+                    )
         ax.set_xticks(range(len(names)))
         ax.set_xticklabels(names, rotation=30, ha="right", fontsize=8)
         ax.set_yticks(range(len(cells)))
-        ax.set_yticklabels([f"{c['domain']} / {c['task']}" + (" (small)" if c["small"] else "") for c in cells],
-                           fontsize=7)
+        ax.set_yticklabels(
+            [f"{c['domain']} / {c['task']}" + (" (small)" if c["small"] else "") for c in cells], fontsize=7
+        )
         ax.set_title(f"test {metric.upper()}: paired difference")
     fig.suptitle(f"{result['config_name']}: seesaw over {result['n_seeds']} seed(s); * beyond seed noise; grey: small")
     fig.tight_layout()
@@ -459,5 +479,15 @@ def plot_seesaw(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["COMPARISONS", "MIN_CLASS", "benchmark", "domain_blind", "format_seesaw", "paired", "seesaw",
-           "seesaw_table", "single_task", "verdict"]
+__all__ = [
+    "COMPARISONS",
+    "MIN_CLASS",
+    "benchmark",
+    "domain_blind",
+    "format_seesaw",
+    "paired",
+    "seesaw",
+    "seesaw_table",
+    "single_task",
+    "verdict",
+]

@@ -16,9 +16,9 @@ from __future__ import annotations
 import json
 import math
 import warnings
+from collections.abc import Callable
 from dataclasses import asdict
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import polars as pl
@@ -69,7 +69,14 @@ class OnlineRun:
 
     def __init__(self, out: Path, config: ExperimentConfig, encoder: Encoder, trainer: Trainer,
                  history: list[dict], log: Callable[[str], None] = print):
-        self.out, self.config, self.encoder, self.trainer, self.history, self.log = out, config, encoder, trainer, history, log
+        self.out, self.config, self.encoder, self.trainer, self.history, self.log = (
+            out,
+            config,
+            encoder,
+            trainer,
+            history,
+            log,
+        )
 
     @property
     def model(self) -> torch.nn.Module:
@@ -77,15 +84,21 @@ class OnlineRun:
 
     # ------------------------------------------------------------------ opening
     @classmethod
-    def create(cls, config: ExperimentConfig, first: pl.DataFrame, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
+    def create(
+        cls, config: ExperimentConfig, first: pl.DataFrame, out: Path, log: Callable[[str], None] = print
+    ) -> OnlineRun:
         """A new run in ``out``: the encoder is fitted on the first period ``first`` (capacity for later
         values comes from the features' ``reserve``), the model is freshly initialised."""
         tc = config.train
         seed_everything(tc.seed, tc.deterministic, tc.threads)
         reserving = [f.name for f in config.schema_.features if f.kind == "sparse" and f.reserve and not f.hash_buckets]
         if not reserving:
-            warnings.warn("no sparse feature has a 'reserve': values first seen after the first period stay out of "
-                          "vocabulary (set e.g. schema.features.N.reserve to let the vocabulary grow)", DataWarning, stacklevel=3)
+            warnings.warn(
+                "no sparse feature has a 'reserve': values first seen after the first period stay out of "
+                "vocabulary (set e.g. schema.features.N.reserve to let the vocabulary grow)",
+                DataWarning,
+                stacklevel=3,
+            )
         encoder = Encoder(config.schema_).fit(first)
         n_domains = first[config.schema_.domain].n_unique()
         layout = layout_from_encoder(encoder, config.model, n_domains)
@@ -94,14 +107,23 @@ class OnlineRun:
         atomic_write(out / LAYOUT_FILE, json.dumps(asdict(layout), indent=1))
         encoder.save(out / ENCODER_DIR)
         model = build_model(layout, config.model)
-        log(f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
-            f"({encoder.num_embeddings:,} embedding rows, reserve included)")
-        trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(),
-                          run_dir=out, device=resolve_device(tc.device), log=log)
+        log(
+            f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
+            f"({encoder.num_embeddings:,} embedding rows, reserve included)"
+        )
+        trainer = Trainer(
+            model,
+            tc,
+            encoder.task_names,
+            config.schema_.task_weights(),
+            run_dir=out,
+            device=resolve_device(tc.device),
+            log=log,
+        )
         return cls(out, config, encoder, trainer, [], log)
 
     @classmethod
-    def open(cls, out: Path, log: Callable[[str], None] = print) -> "OnlineRun":
+    def open(cls, out: Path, log: Callable[[str], None] = print) -> OnlineRun:
         """Continue an existing run directory (written by ``pepnet stream`` or ``pepnet fit``): encoder,
         model, optimiser states and random state come back from it."""
         config = load_config(out / CONFIG_FILE)
@@ -111,8 +133,9 @@ class OnlineRun:
         layout = ModelLayout.read(out / LAYOUT_FILE)
         model = build_model(layout, config.model)
         device = resolve_device(tc.device)
-        trainer = Trainer(model, tc, encoder.task_names, config.schema_.task_weights(),
-                          run_dir=out, device=device, log=log)
+        trainer = Trainer(
+            model, tc, encoder.task_names, config.schema_.task_weights(), run_dir=out, device=device, log=log
+        )
         if not trainer.resume():  # no training state: start the optimisers afresh from the best weights
             load_weights(model, out / BEST, map_location=device)
         history = pl.read_csv(out / STREAM_CSV).to_dicts() if (out / STREAM_CSV).is_file() else []
@@ -163,15 +186,23 @@ class OnlineRun:
                 record[f"auc_{row['task']}"] = row["auc"]
                 record[f"gauc_{row['task']}"] = row["gauc"]
         if learn:
-            record.update(self.learn(df, passes, seed=self.config.train.seed + len(self.history), fitted_on_it=fitted_on_it))
+            record.update(
+                self.learn(df, passes, seed=self.config.train.seed + len(self.history), fitted_on_it=fitted_on_it)
+            )
         self.history.append(record)
         self.save()
         return record
 
 
-def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConfig | str | Path | None = None,
-           overrides: list[str] | None = None, passes: int = 1, log: Callable[[str], None] = print,
-           after_period: Callable[[dict], object] | None = None) -> OnlineRun:
+def stream(
+    data: str | Path | list[str],
+    out: str | Path,
+    config: ExperimentConfig | str | Path | None = None,
+    overrides: list[str] | None = None,
+    passes: int = 1,
+    log: Callable[[str], None] = print,
+    after_period: Callable[[dict], object] | None = None,
+) -> OnlineRun:
     """Stream the period files of ``data`` through the run in ``out`` (created from ``config`` if ``out`` holds
     no run yet, else continued; ``config`` is then ignored). Files already streamed are skipped.
     ``after_period(record)`` is called once each period is saved (e.g. to publish the model for serving)."""
@@ -197,8 +228,10 @@ def stream(data: str | Path | list[str], out: str | Path, config: ExperimentConf
     for i, f in enumerate(bar):
         rec = run.period(f, passes=passes, fitted_on_it=fresh and i == 0)
         auc = rec.get("mean_auc", math.nan)
-        log(f"period {rec['period']} {Path(f).name}: rows {rec['rows']:,}  progressive mean AUC {auc:.4f}  "
-            f"train loss {rec['train_loss']:.4f}  new ids {rec['new_values']}")
+        log(
+            f"period {rec['period']} {Path(f).name}: rows {rec['rows']:,}  progressive mean AUC {auc:.4f}  "
+            f"train loss {rec['train_loss']:.4f}  new ids {rec['new_values']}"
+        )
         if after_period is not None:
             after_period(rec)
     bar.close()

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import statistics
 import time
-from typing import Callable
+from collections.abc import Callable
 
 import torch
 
@@ -40,7 +40,7 @@ def _loop_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor])
     out = []
     for t in range(towers.n_tasks):
         h = x
-        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases)):
+        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=False)):
             h = torch.relu(torch.addmm(b[t], h * gates[layer][:, t], w[t]))
         out.append(torch.addmm(towers.out_bias[t], h, towers.out_weight[t]))
     return torch.cat(out, dim=1)
@@ -62,7 +62,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
     with torch.no_grad():
         same = torch.allclose(towers(x, gates), _loop_towers(towers, x, gates), rtol=1e-4, atol=1e-5)
 
-    def run(f):
+    def run(f, towers=towers, x=x, gates=gates):  # bound now: the names are deleted below
         def step():
             with ctx():
                 y = f(towers, x, gates)
@@ -74,7 +74,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
     rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "baddbmm", "a_ms": a,
                  "b_label": "per-task loop", "b_ms": b, "note": f"same outputs: {same}"})
     log(f"[ablation] towers: baddbmm {a:.2f} ms, loop {b:.2f} ms")
-    del towers, x, gates
+    del towers, x, gates, run
 
     # --- embeddings: row-wise Adagrad vs torch's sparse Adagrad (coalesce) vs dense gradients
     batch = data.batch(slice(0, min(B, len(data)))).to(device)
@@ -84,7 +84,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
         emb = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, sparse_grad=sparse).to(device)
         opt = opt_cls(emb.embedding_parameters(), lr=tc.embedding_lr)
 
-        def step():
+        def step(opt=opt, emb=emb):  # this iteration's table and optimiser
             opt.zero_grad(set_to_none=True)
             emb(batch.sparse, batch.dense).sum().backward()
             opt.step()
@@ -93,7 +93,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
         step()
         g = emb.table.weight.grad
         res[f"{label} MiB"] = (g._values().numel() if g.is_sparse else g.numel()) * g.element_size() / 2**20
-        del emb, opt
+        del emb, opt, step
     what = f"embedding {layout.num_embeddings:,} rows x {d}: lookup+bwd+Adagrad"
     rows.append({"name": what, "a_label": "row-wise", "a_ms": res["row-wise"], "b_label": "torch sparse",
                  "b_ms": res["torch sparse"], "note": "RowWiseAdagrad vs torch.optim.Adagrad (coalesce)"})

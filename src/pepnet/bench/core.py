@@ -18,8 +18,9 @@ import os
 import platform
 import resource
 import time
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import numpy as np
 import torch
@@ -264,7 +265,7 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
     """Benchmark the config (and each variant: label -> extra ``key=value`` overrides) and the reference
     implementation on one data set, interleaved over ``repeats`` rounds."""
     load_start = list(os.getloadavg())
-    date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
+    date = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if threads:
         torch.set_num_threads(threads)
     base = list(overrides or [])

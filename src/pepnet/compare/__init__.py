@@ -17,9 +17,10 @@ from __future__ import annotations
 import json
 import time
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 
@@ -122,28 +123,39 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
                 tree["model"] = {**tree["model"], "name": entry.model, **entry.overrides}
                 tree["train"] = {**tree["train"], "seed": seed}
                 cfg = parse_config(tree, f"{entry.label} seed {seed}")
-                run_dir = out / "runs" / entry.label.replace("[", "_").replace("]", "").replace("=", "-") / f"seed{seed}"
+                label_dir = entry.label.replace("[", "_").replace("]", "").replace("=", "-")
+                run_dir = out / "runs" / label_dir / f"seed{seed}"
                 trained = train_model(cfg, prep, run_dir, log=progress.message, callbacks=[progress])
                 state, report = trained.state, trained.report
                 probs.append(trained.test_probs)
                 provenance = provenance or run_info(config, prep)  # hashes the data: once
                 complete_run_dir(run_dir, cfg, prep, trained, provenance)
-                run = {"seed": seed, "best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history}
+                run = {
+                    "seed": seed,
+                    "best_epoch": state.best_epoch,
+                    "epochs_run": state.epoch,
+                    "history": state.history,
+                }
             run.update(seconds=round(progress.end(), 1), report=report.to_dict())
             runs.append(run)
-            log(f"{progress.label} done in {duration(run['seconds'])}: test "
+            log(
+                f"{progress.label} done in {duration(run['seconds'])}: test "
                 + ", ".join(f"{r['task']} AUC {r['auc']:.4f}" for r in report.overall())
-                + f"  | time left <= {progress.eta()}")
+                + f"  | time left <= {progress.eta()}"
+            )
         test_probs[entry.label] = np.stack(probs)
         agg = aggregate(runs)
         result["models"][entry.label] = {
-            "model": entry.model, "overrides": entry.overrides, "runs": runs,
+            "model": entry.model,
+            "overrides": entry.overrides,
+            "runs": runs,
             "aggregate": {"|".join(k): v for k, v in agg.items()},
         }
     log("paired bootstrap intervals on the test split")
     test = prep.encoded["test"]
-    for line in add_statistics(result, test_probs, test.labels[:, prep.encoder.reported_columns], test.domain,
-                               test.user):
+    for line in add_statistics(
+        result, test_probs, test.labels[:, prep.encoder.reported_columns], test.domain, test.user
+    ):
         warnings.warn(line, DataWarning, stacklevel=2)
     result["seconds"] = round(time.time() - t0, 1)
     log("writing results.json, results.csv, results.md, results.png")

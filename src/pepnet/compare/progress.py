@@ -5,7 +5,7 @@ an :class:`~pepnet.train.trainer.EpochRecord` at the end of every epoch, with th
 from __future__ import annotations
 
 import time
-from typing import Callable
+from collections.abc import Callable
 
 from ..train.trainer import EpochRecord
 

@@ -149,13 +149,16 @@ def plot(result: dict[str, Any], path: Path) -> None:
 
     labels = list(result["models"])
     tasks = list(result["tasks"])
-    fig, axes = plt.subplots(len(METRICS), len(tasks), figsize=(max(6.0, 0.9 * len(labels)) * len(tasks), 3.6 * len(METRICS)),
-                             squeeze=False)
+    fig, axes = plt.subplots(
+        len(METRICS), len(tasks), figsize=(max(6.0, 0.9 * len(labels)) * len(tasks), 3.6 * len(METRICS)), squeeze=False
+    )
     for i, metric in enumerate(METRICS):
         for j, task in enumerate(tasks):
             ax = axes[i][j]
             key = f"{ALL_DOMAINS}|{task}|{metric}"
-            means = np.array([result["models"][m]["aggregate"].get(key, {}).get("mean", math.nan) for m in labels], float)
+            means = np.array(
+                [result["models"][m]["aggregate"].get(key, {}).get("mean", math.nan) for m in labels], float
+            )
             stds = np.array([result["models"][m]["aggregate"].get(key, {}).get("std", 0.0) for m in labels], float)
             colors = ["tab:red" if m.startswith("pepnet") else "tab:gray" if m == GBDT else "tab:blue" for m in labels]
             ax.bar(range(len(labels)), np.nan_to_num(means), yerr=np.nan_to_num(stds), color=colors, capsize=3)

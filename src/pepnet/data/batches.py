@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import queue
 import threading
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from typing import Iterable, Iterator
 
 import numpy as np
 import torch
@@ -14,16 +14,17 @@ from .encoder import EncodedData
 
 @dataclass
 class Batch:
-    """One mini-batch. sparse int64 [B, Fs] (fused-table ids), dense float32 [B, Fd], labels float32 [B, T] (NaN = missing)."""
+    """One mini-batch. sparse int64 [B, Fs] (fused-table ids), dense float32 [B, Fd], labels float32 [B, T]
+    (NaN = missing)."""
 
     sparse: torch.Tensor
     dense: torch.Tensor
     labels: torch.Tensor
 
-    def to(self, device: torch.device | str, non_blocking: bool = False) -> "Batch":
+    def to(self, device: torch.device | str, non_blocking: bool = False) -> Batch:
         return Batch(*(t.to(device, non_blocking=non_blocking) for t in (self.sparse, self.dense, self.labels)))
 
-    def pin_memory(self) -> "Batch":
+    def pin_memory(self) -> Batch:
         return Batch(*(t.pin_memory() for t in (self.sparse, self.dense, self.labels)))
 
     def __len__(self) -> int:
@@ -46,7 +47,7 @@ class TensorData:
             index = index.to(self.sparse.device, non_blocking=True)
         return Batch(self.sparse[index], self.dense[index], self.labels[index])
 
-    def to(self, device: torch.device | str) -> "TensorData":
+    def to(self, device: torch.device | str) -> TensorData:
         """The same rows on ``device`` (e.g. the whole split on the GPU, so batches are device-side slices)."""
         out = TensorData.__new__(TensorData)
         out.sparse, out.dense, out.labels = (t.to(device) for t in (self.sparse, self.dense, self.labels))
@@ -61,8 +62,16 @@ class BatchLoader:
     already done in the current epoch. ``rank`` / ``world`` give each process its own shard.
     """
 
-    def __init__(self, data: TensorData, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 drop_last: bool = False, rank: int = 0, world: int = 1):
+    def __init__(
+        self,
+        data: TensorData,
+        batch_size: int,
+        shuffle: bool = False,
+        seed: int = 0,
+        drop_last: bool = False,
+        rank: int = 0,
+        world: int = 1,
+    ):
         self.data, self.batch_size, self.shuffle, self.seed = data, batch_size, shuffle, seed
         self.drop_last, self.rank, self.world = drop_last, rank, world
         self.epoch, self.start_batch = 0, 0

@@ -91,14 +91,18 @@ def hash_ids(s: pl.Series, buckets: int) -> np.ndarray:
         out = (_splitmix64(_int_bits(s)) % np.uint64(buckets)).astype(np.int64) + 1
     else:
         uniq = s.cast(pl.String).unique().drop_nulls()
-        codes = [int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") % buckets + 1 for v in uniq]
+        codes = [
+            int.from_bytes(hashlib.blake2b(v.encode(), digest_size=8).digest(), "little") % buckets + 1 for v in uniq
+        ]
         out = s.cast(pl.String).replace_strict(uniq, codes, default=0, return_dtype=pl.Int64).to_numpy()
     return np.where(s.is_null().to_numpy(), 0, out)
 
 
 def _time_part(s: pl.Series, part: str) -> pl.Series:
     dt = pl.from_epoch(time_seconds(s), time_unit="s")
-    return {"hour": dt.dt.hour, "weekday": dt.dt.weekday, "month": dt.dt.month, "year": dt.dt.year}[part]().cast(pl.Int64)
+    return {"hour": dt.dt.hour, "weekday": dt.dt.weekday, "month": dt.dt.month, "year": dt.dt.year}[part]().cast(
+        pl.Int64
+    )
 
 
 class Encoder:
@@ -106,7 +110,7 @@ class Encoder:
 
     def __init__(self, schema: SchemaConfig):
         self.schema = schema
-        self.vocabs: dict[str, pl.Series] = {}        # sparse feature / time feature -> kept values
+        self.vocabs: dict[str, pl.Series] = {}  # sparse feature / time feature -> kept values
         self.dense_stats: dict[str, tuple[float, float]] = {}  # dense field -> (mean, std)
         self.past = PastStatistics(schema)  # statistics of the past: totals over the rows seen so far
         self.stat_edges: dict[str, np.ndarray] = {}
@@ -155,7 +159,11 @@ class Encoder:
     # ------------------------------------------------------------------ fit / transform
     def _sparse_specs(self) -> list[FeatureSpec | StatFeature | TimeFeature]:
         s = self.schema
-        return [f for f in s.features if f.kind == "sparse"] + [t for t in s.stats if not t.as_dense] + list(s.time_features)
+        return (
+            [f for f in s.features if f.kind == "sparse"]
+            + [t for t in s.stats if not t.as_dense]
+            + list(s.time_features)
+        )
 
     def _dense_specs(self) -> list[FeatureSpec | StatFeature]:
         s = self.schema
@@ -165,12 +173,13 @@ class Encoder:
         v = df[spec.source].cast(pl.Float64).to_numpy()
         return np.log1p(v) if spec.log1p else v
 
-    def fit(self, train: pl.DataFrame) -> "Encoder":
+    def fit(self, train: pl.DataFrame) -> Encoder:
         """Learn every encoding from the training split."""
         if train.height == 0:
             raise DataError("cannot fit the encoder on an empty training split")
-        self.input_dtypes = {c: str(train.schema[c]) for c in required_columns(self.schema, labels=False)
-                             if c in train.columns}
+        self.input_dtypes = {
+            c: str(train.schema[c]) for c in required_columns(self.schema, labels=False) if c in train.columns
+        }
         sizes: list[tuple[str, str, int]] = []
         for spec in self._sparse_specs():
             if isinstance(spec, StatFeature):
@@ -181,7 +190,11 @@ class Encoder:
             elif isinstance(spec, FeatureSpec) and spec.hash_buckets:
                 sizes.append((spec.name, "sparse", spec.hash_buckets + 1))
             else:
-                col = train[spec.source] if isinstance(spec, FeatureSpec) else _time_part(train[self.schema.time], spec.part)
+                col = (
+                    train[spec.source]
+                    if isinstance(spec, FeatureSpec)
+                    else _time_part(train[self.schema.time], spec.part)
+                )
                 min_count = spec.min_count if isinstance(spec, FeatureSpec) else 1
                 vc = col.drop_nulls().value_counts(name="__count")
                 kept = vc.filter(pl.col("__count") >= min_count)[vc.columns[0]]
@@ -218,8 +231,11 @@ class Encoder:
             try:  # an integer beyond the range of the vocabulary's type cannot be in it: OOV (null -> 0)
                 key = col.cast(vocab.dtype, strict=not both_int)
             except pl.exceptions.PolarsError:
-                raise DataError(f"values of dtype {col.dtype} cannot be matched to the training vocabulary of dtype "
-                                f"{vocab.dtype}; expected the same type as in training", column=col.name) from None
+                raise DataError(
+                    f"values of dtype {col.dtype} cannot be matched to the training vocabulary of dtype "
+                    f"{vocab.dtype}; expected the same type as in training",
+                    column=col.name,
+                ) from None
         ids = key.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
         ids = ids.fill_null(0).to_numpy().copy()
         reserve = self._reserve(spec)
@@ -256,8 +272,9 @@ class Encoder:
             if col.dtype != vocab.dtype:
                 col = col.cast(vocab.dtype, strict=False).drop_nulls()
             vc = col.filter(~col.is_in(vocab.implode())).value_counts(name="__count")
-            new = (vc.filter(pl.col("__count") >= spec.min_count)
-                   .sort(["__count", vc.columns[0]], descending=[True, False])[vc.columns[0]])
+            new = vc.filter(pl.col("__count") >= spec.min_count).sort(
+                ["__count", vc.columns[0]], descending=[True, False]
+            )[vc.columns[0]]
             new = new.head(self._free_rows(spec)).rename("value")
             if len(new):
                 self.vocabs[spec.name] = pl.concat([vocab, new])
@@ -281,11 +298,15 @@ class Encoder:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
-        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields)):
+        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=False)):
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
         dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
         for j, spec in enumerate(self._dense_specs()):
-            raw = self.past.raw(df, spec, training, with_history) if isinstance(spec, StatFeature) else self._dense_raw(df, spec)
+            raw = (
+                self.past.raw(df, spec, training, with_history)
+                if isinstance(spec, StatFeature)
+                else self._dense_raw(df, spec)
+            )
             mean, std = self.dense_stats[spec.name]
             dense[:, j] = (raw - mean) / std
         dom = df[self.schema.domain]
@@ -296,7 +317,9 @@ class Encoder:
 
     def unseen_domains(self, df: pl.DataFrame) -> list[str]:
         """Domain values of ``df`` that the training split never had (scored with the OOV domain embedding)."""
-        name = next((f.name for f in self.schema.features if f.source == self.schema.domain and f.name in self.vocabs), None)
+        name = next(
+            (f.name for f in self.schema.features if f.source == self.schema.domain and f.name in self.vocabs), None
+        )
         if name is None:
             return []
         vocab = self.vocabs[name]
@@ -308,9 +331,12 @@ class Encoder:
         returns them."""
         unseen = self.unseen_domains(df)
         if unseen:
-            warnings.warn(f"{what} has domains never seen in training: {unseen}; they are scored with the "
-                          "out-of-vocabulary domain embedding and reported under their own name", DataWarning,
-                          stacklevel=3)
+            warnings.warn(
+                f"{what} has domains never seen in training: {unseen}; they are scored with the "
+                "out-of-vocabulary domain embedding and reported under their own name",
+                DataWarning,
+                stacklevel=3,
+            )
         return unseen
 
     # ------------------------------------------------------------------ persistence
@@ -345,15 +371,18 @@ class Encoder:
         return enc, meta.get("vocabs"), dict(meta["stat_global"])
 
     @classmethod
-    def load(cls, path: str | Path) -> "Encoder":
+    def load(cls, path: str | Path) -> Encoder:
         """The encoder saved in ``path``; a missing, truncated or damaged file raises DamagedFileError naming it."""
         from .sources import read_table
 
         path = Path(path)
         enc, names, stat_global = read_json_as(path / "encoder.json", "encoder file", cls._from_meta)
         if names is None:
-            names = [s.name for s in enc._sparse_specs() if isinstance(s, (FeatureSpec, TimeFeature))
-                     and (path / f"vocab.{s.name}.parquet").exists()]
+            names = [
+                s.name
+                for s in enc._sparse_specs()
+                if isinstance(s, (FeatureSpec, TimeFeature)) and (path / f"vocab.{s.name}.parquet").exists()
+            ]
         try:
             for name in names:
                 enc.vocabs[name] = read_table(path / f"vocab.{name}.parquet")["value"]

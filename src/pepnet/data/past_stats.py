@@ -123,11 +123,14 @@ class PastStatistics:
         return (s + stat.prior * g0) / (m + stat.prior)
 
     def fit(self, df: pl.DataFrame, stat: StatFeature) -> np.ndarray:
-        """Start the totals of ``stat`` from the training split ``df``; returns its training rows' values (:meth:`raw`)."""
+        """Start the totals of ``stat`` from the training split ``df``; returns its training rows' values
+        (:meth:`raw`)."""
         y = df.select(self._target(stat).alias("__y"))["__y"]
         self.global_mean[stat.name] = float(y.mean()) if stat.stat != "count" and y.count() else 0.0
-        self.tables[stat.name] = self._with_target(df, stat).group_by(stat.keys).agg(
-            n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count()
+        self.tables[stat.name] = (
+            self._with_target(df, stat)
+            .group_by(stat.keys)
+            .agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
         )
         return self.raw(df, stat, training=True)
 
@@ -155,11 +158,17 @@ class PastStatistics:
         """Add the rows of ``df`` to the accumulated totals (and their global means)."""
         for stat in self.schema.stats:
             table = self.tables[stat.name]
-            new = self._with_target(df, stat).with_columns(
-                [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).group_by(
-                stat.keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
-            self.tables[stat.name] = pl.concat([table, new.cast(table.schema)]).group_by(
-                stat.keys, maintain_order=True).agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())
+            new = (
+                self._with_target(df, stat)
+                .with_columns([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys])
+                .group_by(stat.keys)
+                .agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
+            )
+            self.tables[stat.name] = (
+                pl.concat([table, new.cast(table.schema)])
+                .group_by(stat.keys, maintain_order=True)
+                .agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())
+            )
             if stat.stat != "count":
                 t = self.tables[stat.name]
                 m = float(t["m"].sum())
@@ -175,7 +184,7 @@ class PastStatistics:
         return self.global_mean
 
     @classmethod
-    def load(cls, schema: SchemaConfig, path: Path, global_mean: dict[str, float]) -> "PastStatistics":
+    def load(cls, schema: SchemaConfig, path: Path, global_mean: dict[str, float]) -> PastStatistics:
         """The totals written by :meth:`save` into the folder ``path``, with their global means; a missing or
         damaged table raises DataError naming it."""
         from .sources import read_table

@@ -8,6 +8,7 @@ from ..config import DataConfig, SchemaConfig
 from ..errors import DataError
 from .sources import Frame, load_data
 
+
 def _cut(n: int, fractions: tuple[float, float, float]) -> tuple[int, int]:
     a = int(round(n * fractions[0]))
     b = int(round(n * (fractions[0] + fractions[1])))
@@ -27,13 +28,19 @@ def split_frame(frame: Frame, cfg: DataConfig, schema: SchemaConfig) -> dict[str
         df = frame.df
         if method == "chronological":
             if not schema.time:
-                raise DataError("split.method 'chronological' needs schema.time; use 'random' or declare the time column")
+                raise DataError(
+                    "split.method 'chronological' needs schema.time; use 'random' or declare the time column"
+                )
             df = df.sort(schema.time, maintain_order=True)
         else:
             order = np.random.default_rng(cfg.split.seed).permutation(df.height)
             df = df[order]
         a, b = _cut(df.height, cfg.split.fractions)
-        parts = {"train": Frame(df[:a], frame.files), "valid": Frame(df[a:b], frame.files), "test": Frame(df[b:], frame.files)}
+        parts = {
+            "train": Frame(df[:a], frame.files),
+            "valid": Frame(df[a:b], frame.files),
+            "test": Frame(df[b:], frame.files),
+        }
     for name, part in parts.items():
         if part.df.height == 0:
             raise DataError(

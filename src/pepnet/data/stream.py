@@ -8,8 +8,8 @@ number of rows. Rows are yielded in file order (shuffle within a row group with 
 """
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Iterator
 
 import polars as pl
 import pyarrow.parquet as pq

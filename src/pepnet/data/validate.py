@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import difflib
 import warnings
-from typing import Callable
+from collections.abc import Callable
 
 import numpy as np
 import polars as pl
@@ -50,8 +50,10 @@ def check_columns(frame: Frame, schema: SchemaConfig, labels: bool = True) -> No
         if col not in frame.df.columns:
             hint = difflib.get_close_matches(col, cols, n=1)
             raise DataError(
-                f"column is missing (needed as {use})" + (f"; did you mean {hint[0]!r}?" if hint else f"; columns are {cols}"),
-                file=", ".join(frame.files), column=col,
+                f"column is missing (needed as {use})"
+                + (f"; did you mean {hint[0]!r}?" if hint else f"; columns are {cols}"),
+                file=", ".join(frame.files),
+                column=col,
             )
     unused = [c for c in cols if c not in required_columns(schema)]
     if unused:
@@ -70,8 +72,12 @@ def _numeric(frame: Frame, col: str, use: str) -> pl.Series:
     hits = mask.arg_true()
     file, row = _locate(frame, mask)
     bad = s[int(hits[0])] if hits.len() else None
-    raise DataError(f"expected numbers ({use}); found dtype {s.dtype}" + (f", {what} {bad!r}" if bad is not None else ""),
-                    file=file or ", ".join(frame.files), column=col, row=row)
+    raise DataError(
+        f"expected numbers ({use}); found dtype {s.dtype}" + (f", {what} {bad!r}" if bad is not None else ""),
+        file=file or ", ".join(frame.files),
+        column=col,
+        row=row,
+    )
 
 
 def _check_float32(frame: Frame, s: pl.Series, column: str, use: str) -> None:
@@ -81,8 +87,13 @@ def _check_float32(frame: Frame, s: pl.Series, column: str, use: str) -> None:
     big = s.abs() > F32_MAX
     file, row = _locate(frame, big)
     if row is not None:
-        raise DataError(f"{use} holds {s.filter(big.fill_null(False))[0]:g}, which does not fit float32 (the "
-                        f"encoder's precision); expected |value| <= {F32_MAX:.4g}", file=file, column=column, row=row)
+        raise DataError(
+            f"{use} holds {s.filter(big.fill_null(False))[0]:g}, which does not fit float32 (the "
+            f"encoder's precision); expected |value| <= {F32_MAX:.4g}",
+            file=file,
+            column=column,
+            row=row,
+        )
 
 
 def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
@@ -94,58 +105,94 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
             out = (s < -(2**63)) | (s >= 2**64)
             file, row = _locate(frame, out)
             if row is not None:
-                raise DataError(f"id {s.filter(out.fill_null(False))[0]} is outside [-2**63, 2**64); expected 64-bit "
-                                "integer ids (or store them as text)", file=file, column=f.source, row=row)
+                raise DataError(
+                    f"id {s.filter(out.fill_null(False))[0]} is outside [-2**63, 2**64); expected 64-bit "
+                    "integer ids (or store them as text)",
+                    file=file,
+                    column=f.source,
+                    row=row,
+                )
         if f.kind == "sparse" and s.dtype.is_float():
             frac = s.is_finite() & (s != s.floor())
             file, row = _locate(frame, frac)
             if row is not None:
-                raise DataError(f"id {s.filter(frac.fill_null(False))[0]!r} is not a whole number; expected integer "
-                                "ids (a fractional id is never truncated to an integer)", file=file, column=f.source,
-                                row=row)
+                raise DataError(
+                    f"id {s.filter(frac.fill_null(False))[0]!r} is not a whole number; expected integer "
+                    "ids (a fractional id is never truncated to an integer)",
+                    file=file,
+                    column=f.source,
+                    row=row,
+                )
         if f.kind != "dense":
             continue
         s = _numeric(frame, f.source, f"dense feature {f.name!r}")
         for bad, what in ((s.is_null(), "a null"), (s.is_nan(), "NaN"), (s.is_infinite(), "infinity")):
             file, row = _locate(frame, bad)
             if row is not None:
-                raise DataError(f"dense feature {f.name!r} holds {what}; expected a finite number", file=file, column=f.source, row=row)
+                raise DataError(
+                    f"dense feature {f.name!r} holds {what}; expected a finite number",
+                    file=file,
+                    column=f.source,
+                    row=row,
+                )
         _check_float32(frame, s, f.source, f"dense feature {f.name!r}")
         if f.log1p:
             file, row = _locate(frame, s <= -1)
             if row is not None:
-                raise DataError(f"log1p needs values > -1; found {s[int((s <= -1).arg_true()[0])]}", file=file, column=f.source, row=row)
+                raise DataError(
+                    f"log1p needs values > -1; found {s[int((s <= -1).arg_true()[0])]}",
+                    file=file,
+                    column=f.source,
+                    row=row,
+                )
     for stat in schema.stats:
         if labels and stat.stat == "mean" and stat.target not in schema.labels and stat.target in frame.df.columns:
             s = _numeric(frame, stat.target or "", f"target of stat feature {stat.name!r}")
             file, row = _locate(frame, s.is_nan() | s.is_infinite())
             if row is not None:
-                raise DataError(f"target of stat feature {stat.name!r} holds NaN/infinity; expected a number or null",
-                                file=file, column=stat.target, row=row)
+                raise DataError(
+                    f"target of stat feature {stat.name!r} holds NaN/infinity; expected a number or null",
+                    file=file,
+                    column=stat.target,
+                    row=row,
+                )
             _check_float32(frame, s, stat.target or "", f"target of stat feature {stat.name!r}")
-    for task, spec in (schema.labels.items() if labels else ()):
+    for task, spec in schema.labels.items() if labels else ():
         s = _numeric(frame, spec.column, f"label of task {task!r}")
         if spec.threshold is None:
             bad = ~s.is_in([0.0, 1.0]) & s.is_not_null() & ~s.is_in(spec.missing_values)
             file, row = _locate(frame, bad)
             if row is not None:
                 val = s[int(bad.fill_null(False).arg_true()[0])]
-                raise DataError(f"label of task {task!r} is {val}; expected 0, 1 or null", file=file, column=spec.column, row=row)
+                raise DataError(
+                    f"label of task {task!r} is {val}; expected 0, 1 or null", file=file, column=spec.column, row=row
+                )
         else:
             file, row = _locate(frame, s.is_nan() | s.is_infinite())
             if row is not None:
-                raise DataError(f"label source of task {task!r} holds NaN/infinity; expected a number or null",
-                                file=file, column=spec.column, row=row)
+                raise DataError(
+                    f"label source of task {task!r} holds NaN/infinity; expected a number or null",
+                    file=file,
+                    column=spec.column,
+                    row=row,
+                )
     if schema.time:
         s = frame.df[schema.time]
         if not (s.dtype.is_integer() or s.dtype.is_temporal() or s.dtype.is_float()):
-            raise DataError(f"time column has dtype {s.dtype}; expected unix seconds (integer), a datetime or ISO "
-                            "date / datetime text",
-                            file=", ".join(frame.files), column=schema.time)
+            raise DataError(
+                f"time column has dtype {s.dtype}; expected unix seconds (integer), a datetime or ISO "
+                "date / datetime text",
+                file=", ".join(frame.files),
+                column=schema.time,
+            )
         file, row = _locate(frame, s.is_null())
         if row is not None:
-            raise DataError("time is null; every row needs a time for chronological splits and statistics",
-                            file=file, column=schema.time, row=row)
+            raise DataError(
+                "time is null; every row needs a time for chronological splits and statistics",
+                file=file,
+                column=schema.time,
+                row=row,
+            )
     for col, use in ((schema.domain, "domain"), (schema.user, "user key")):
         file, row = _locate(frame, frame.df[col].is_null())
         if row is not None:
@@ -178,13 +225,17 @@ def drop_missing(frame: Frame, schema: SchemaConfig, log: Callable[[str], None] 
         if spec.drop_missing and spec.column in frame.df.columns:
             missing = frame.df.select(label_expr(spec).is_null())[:, 0].to_numpy()
             if missing.any():
-                log(f"dropped {int(missing.sum()):,} rows without a {task!r} label (column {spec.column!r} null or "
-                    f"one of {spec.missing_values}), as drop_missing asks")
+                log(
+                    f"dropped {int(missing.sum()):,} rows without a {task!r} label (column {spec.column!r} null or "
+                    f"one of {spec.missing_values}), as drop_missing asks"
+                )
             keep &= ~missing
     df = frame.df.filter(pl.Series(keep))
     if df.height == 0:
-        raise DataError("every row lacks a label marked drop_missing; expected at least one labelled row",
-                        file=", ".join(frame.files))
+        raise DataError(
+            "every row lacks a label marked drop_missing; expected at least one labelled row",
+            file=", ".join(frame.files),
+        )
     return Frame(df, frame.files)
 
 
@@ -208,16 +259,22 @@ def parse_time(frame: Frame, schema: SchemaConfig) -> Frame:
         return frame
     s = frame.df[schema.time].str.strip_chars().str.replace(r"Z$", "+00:00")
     parsed = [s.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_FORMATS]
-    parsed += [s.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
-               for f in ISO_ZONED]
+    parsed += [
+        s.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
+        for f in ISO_ZONED
+    ]
     out = pl.select(pl.coalesce(parsed)).to_series().alias(schema.time)
     bad = out.is_null() & frame.df[schema.time].is_not_null()
     file, row = _locate(frame, bad)
     if row is not None:
         value = frame.df[schema.time][int(bad.arg_true()[0])]
-        raise DataError(f"time {value!r} is not an ISO date or datetime; expected e.g. 2024-05-01, "
-                        "2024-05-01 13:45:00 or 2024-05-01T13:45:00+08:00 (or unix seconds as an integer)",
-                        file=file, column=schema.time, row=row)
+        raise DataError(
+            f"time {value!r} is not an ISO date or datetime; expected e.g. 2024-05-01, "
+            "2024-05-01 13:45:00 or 2024-05-01T13:45:00+08:00 (or unix seconds as an integer)",
+            file=file,
+            column=schema.time,
+            row=row,
+        )
     return Frame(frame.df.with_columns(out), frame.files)
 
 

@@ -334,7 +334,9 @@ def _params(spec: SyntheticSpec) -> _Params:
 @functools.lru_cache(maxsize=8)
 def _params_cached(spec: SyntheticSpec) -> _Params:
     rng = _rng(spec.seed, 0)
-    U, I, A, D, T, K = spec.n_users, spec.n_items, spec.n_authors, spec.n_domains, len(spec.tasks), LATENT_DIM
+    # I = number of items, the notation of the shapes above (ambiguous-name rule silenced for it)
+    U, I, A, D, T = spec.n_users, spec.n_items, spec.n_authors, spec.n_domains, len(spec.tasks)  # noqa: E741
+    K = LATENT_DIM
     f32 = np.float32
     sigma = K**-0.25  # so that <u, v> has unit variance
 
@@ -471,7 +473,7 @@ def _draw(spec: SyntheticSpec, P: _Params, rng_for, n: int) -> dict:
     dense = rng_for(_S_DENSE).standard_normal((n, spec.n_dense), dtype=np.float32)
     extra = [
         perm(_powerlaw_rank(rng_for(_S_EXTRA, j).random(n), card, 1.05, 3.0))
-        for j, (card, perm) in enumerate(zip(spec.extra_sparse, P.extra_perm))
+        for j, (card, perm) in enumerate(zip(spec.extra_sparse, P.extra_perm, strict=False))
     ]
     return {"domain_id": domain, "user_id": user, "item_id": item, "dense": dense, "extra": extra}
 
@@ -747,7 +749,7 @@ def write(
         except ImportError:  # pragma: no cover
             bar = None
     try:
-        for (lo, hi), p in zip(ranges, paths):
+        for (lo, hi), p in zip(ranges, paths, strict=False):
             p.parent.mkdir(parents=True, exist_ok=True)
             with pq.ParquetWriter(p, schema, compression=compression, write_page_checksum=True) as writer:
                 for s in range(lo, hi, chunk_rows):

@@ -17,8 +17,8 @@
 from __future__ import annotations
 
 import json
-from pathlib import Path
 from collections.abc import Sequence
+from pathlib import Path
 
 import numpy as np
 import polars as pl
@@ -41,8 +41,11 @@ VERIFY_ROWS = 16  # rows of the verification batch stored in the manifest (check
 def _example_inputs(encoder: Encoder, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
     """Random valid inputs: every sparse id inside its own field's rows of the fused table."""
     g = torch.Generator().manual_seed(seed)
-    sparse = torch.stack([f.offset + torch.randint(0, f.size, (rows,), generator=g) for f in encoder.sparse_fields], 1) \
-        if encoder.sparse_fields else torch.zeros(rows, 0, dtype=torch.long)
+    sparse = (
+        torch.stack([f.offset + torch.randint(0, f.size, (rows,), generator=g) for f in encoder.sparse_fields], 1)
+        if encoder.sparse_fields
+        else torch.zeros(rows, 0, dtype=torch.long)
+    )
     dense = torch.randn(rows, len(encoder.dense_fields), generator=g)
     return sparse.long(), dense
 
@@ -79,8 +82,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
         },
         "output": "logits float32 [B, T]; probability = sigmoid(logit)",
         "max_abs_diff_vs_eager": diff,
-        "verification": {"sparse": check[0][:VERIFY_ROWS].tolist(), "dense": check[1][:VERIFY_ROWS].tolist(),
-                         "logits": logits.tolist()},
+        "verification": {
+            "sparse": check[0][:VERIFY_ROWS].tolist(),
+            "dense": check[1][:VERIFY_ROWS].tolist(),
+            "logits": logits.tolist(),
+        },
         "torch": torch.__version__,
         "source_run": str(Path(run_dir).resolve()),
         "files": file_digests(out),
@@ -91,8 +97,11 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
 
 def file_digests(export_dir: Path) -> dict[str, str]:
     """sha256 of every file of an export but the manifest, by path relative to ``export_dir``."""
-    return {p.relative_to(export_dir).as_posix(): file_sha256(p) for p in sorted(export_dir.rglob("*"))
-            if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")}
+    return {
+        p.relative_to(export_dir).as_posix(): file_sha256(p)
+        for p in sorted(export_dir.rglob("*"))
+        if p.is_file() and p.name != MANIFEST and not p.name.startswith(".")
+    }
 
 
 def verify_export(export_dir: Path) -> dict:
@@ -101,16 +110,20 @@ def verify_export(export_dir: Path) -> dict:
     manifest = read_json(export_dir / MANIFEST, "export manifest")
     files = manifest.get("files") if isinstance(manifest, dict) else None
     if not isinstance(files, dict) or MODEL_FILE not in files:
-        raise ExportError(f"{export_dir / MANIFEST} lists no file digests (an export from an older pepnet, or "
-                          "edited); export the run again")
+        raise ExportError(
+            f"{export_dir / MANIFEST} lists no file digests (an export from an older pepnet, or "
+            "edited); export the run again"
+        )
     for name, digest in files.items():
         path = export_dir / name
         if not path.is_file() or path.is_symlink():
             raise ExportError(f"export file {path} is missing (listed in {MANIFEST})")
         actual = file_sha256(path)
         if actual != digest:
-            raise ExportError(f"export file {path} is damaged or was replaced: sha256 {actual[:16]}..., the "
-                              f"manifest says {str(digest)[:16]}...")
+            raise ExportError(
+                f"export file {path} is damaged or was replaced: sha256 {actual[:16]}..., the "
+                f"manifest says {str(digest)[:16]}..."
+            )
     return manifest
 
 
@@ -126,8 +139,10 @@ def verify(module: torch.nn.Module, manifest: dict) -> float:
         got = module(sparse, dense)
     diff = float((got - torch.tensor(check["logits"], dtype=torch.float32)).abs().max())
     if not diff <= TOLERANCE:
-        raise ExportError(f"the program's logits on the manifest's verification batch differ by {diff:.3g} "
-                          f"(> {TOLERANCE}); the export is damaged or its files do not belong together")
+        raise ExportError(
+            f"the program's logits on the manifest's verification batch differ by {diff:.3g} "
+            f"(> {TOLERANCE}); the export is damaged or its files do not belong together"
+        )
     return diff
 
 
@@ -167,8 +182,12 @@ class ExportedModel:
         """Probabilities float32 [N, T] (all tasks, ``self.tasks`` order) of encoded rows, ``batch_size`` at a time."""
         if len(sparse) == 0:
             return np.zeros((0, len(self.tasks)), dtype=np.float32)
-        return np.concatenate([torch.sigmoid(self.module(sparse[i:i + batch_size], dense[i:i + batch_size])).numpy()
-                               for i in range(0, len(sparse), batch_size)])
+        return np.concatenate(
+            [
+                torch.sigmoid(self.module(sparse[i : i + batch_size], dense[i : i + batch_size])).numpy()
+                for i in range(0, len(sparse), batch_size)
+            ]
+        )
 
     def score(self, frame: Frame, batch_size: int = 65536) -> np.ndarray:
         """:meth:`encode` then :meth:`forward`: probabilities float32 [N, T] of raw rows, in input order."""
@@ -177,8 +196,12 @@ class ExportedModel:
 
 def frame_of(df: pl.DataFrame, name: str = "<frame>") -> Frame:
     """A frame of rows given in memory, with provenance columns so that errors name the row (0-based)."""
-    return Frame(df.with_columns(pl.lit(0, dtype=pl.UInt16).alias("__file"),
-                                 pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")), [name])
+    return Frame(
+        df.with_columns(
+            pl.lit(0, dtype=pl.UInt16).alias("__file"), pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")
+        ),
+        [name],
+    )
 
 
 class Predictor:
@@ -190,19 +213,28 @@ class Predictor:
         self.model = ExportedModel(export_dir)
         self.encoder, self.module, self.manifest = self.model.encoder, self.model.module, self.model.manifest
 
-    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536, keep: Sequence[str] = (),
-                auxiliary: bool = False) -> pl.DataFrame:
+    def predict(
+        self,
+        data: pl.DataFrame | str | list[str],
+        batch_size: int = 65536,
+        keep: Sequence[str] = (),
+        auxiliary: bool = False,
+    ) -> pl.DataFrame:
         """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row, in input
         order, beside the domain, user, item and time columns and the ``keep`` columns. Domains never seen in
         training give a DataWarning (they are scored with the out-of-vocabulary row)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
         if not isinstance(data, (pl.DataFrame, str, list)):
-            raise TypeError(f"data must be a polars DataFrame, a file name or a list of file names; got "
-                            f"{type(data).__name__}" + (" (call .collect() first)" if isinstance(data, pl.LazyFrame)
-                                                         else ""))
-        frame = read_files([data] if isinstance(data, str) else data) if not isinstance(data, pl.DataFrame) \
+            raise TypeError(
+                f"data must be a polars DataFrame, a file name or a list of file names; got "
+                f"{type(data).__name__}" + (" (call .collect() first)" if isinstance(data, pl.LazyFrame) else "")
+            )
+        frame = (
+            read_files([data] if isinstance(data, str) else data)
+            if not isinstance(data, pl.DataFrame)
             else frame_of(data)
+        )
         probs = self.model.score(frame, batch_size)
         self.encoder.warn_unseen_domains(frame.df, "the scored rows")
         return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)

@@ -35,7 +35,7 @@ class ModelLayout:
         return len(self.tasks)
 
     @classmethod
-    def from_dict(cls, d: dict) -> "ModelLayout":
+    def from_dict(cls, d: dict) -> ModelLayout:
         """Inverse of ``dataclasses.asdict`` (as stored in a run's layout.json)."""
         return cls(**{**d, "tasks": tuple(d["tasks"]), "groups": {k: list(v) for k, v in d["groups"].items()},
                       "oov_dropout": [tuple(t) for t in d.get("oov_dropout", [])]})

@@ -25,27 +25,56 @@ class PEPNet(nn.Module):
         self.layout = layout
         self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, oov_dropout=layout.oov_dropout)
         self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
-        self.register_buffer("domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False
+        )
         prior = [i for g in cfg.ppnet_priors for i in layout.group(g)]
         self.register_buffer("prior_idx", torch.tensor(prior, dtype=torch.long), persistent=False)
         n_general = len(layout.group("general"))
-        self.epnet = EPNet(n_general, len(layout.group("domain_side")), d, cfg.gate_hidden, cfg.gamma,
-                           cfg.epnet_granularity, cfg.stop_gradient) if use_epnet else None
-        self.ppnet = PPNet(n_general * d, len(prior) * d, cfg.hidden_units, layout.n_tasks, cfg.gate_hidden, cfg.gamma,
-                           cfg.ppnet_gate_on, cfg.ppnet_gate_mode, cfg.stop_gradient, cfg.dropout,
-                           cfg.ppnet_gate_output_layer) if use_ppnet else None
+        self.epnet = (
+            EPNet(
+                n_general,
+                len(layout.group("domain_side")),
+                d,
+                cfg.gate_hidden,
+                cfg.gamma,
+                cfg.epnet_granularity,
+                cfg.stop_gradient,
+            )
+            if use_epnet
+            else None
+        )
+        self.ppnet = (
+            PPNet(
+                n_general * d,
+                len(prior) * d,
+                cfg.hidden_units,
+                layout.n_tasks,
+                cfg.gate_hidden,
+                cfg.gamma,
+                cfg.ppnet_gate_on,
+                cfg.ppnet_gate_mode,
+                cfg.stop_gradient,
+                cfg.dropout,
+                cfg.ppnet_gate_output_layer,
+            )
+            if use_ppnet
+            else None
+        )
         self.towers = None if use_ppnet else TaskTowers(n_general * d, cfg.hidden_units, layout.n_tasks, cfg.dropout)
 
-    def forward_with_gates(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward_with_gates(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits [B, T] and the gate outputs: ``epnet`` [B, Fg, d|1], ``ppnet.l`` [B, T, w_l]."""
-        emb = self.embedding(sparse, dense)                      # [B, F, d]
-        general = emb.index_select(1, self.general_idx)          # E: [B, Fg, d]
+        emb = self.embedding(sparse, dense)  # [B, F, d]
+        general = emb.index_select(1, self.general_idx)  # E: [B, Fg, d]
         gates: dict[str, torch.Tensor] = {}
         if self.epnet is not None:
             o_ep, gates["epnet"] = self.epnet(general, emb.index_select(1, self.domain_idx))
         else:
             o_ep = general
-        o_ep = o_ep.flatten(1)                                   # [B, Fg * d]
+        o_ep = o_ep.flatten(1)  # [B, Fg * d]
         if self.ppnet is not None:
             prior = emb.index_select(1, self.prior_idx).flatten(1)  # [B, P * d]
             logits, deltas = self.ppnet(o_ep, prior)

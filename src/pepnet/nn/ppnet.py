@@ -31,7 +31,13 @@ class PPNet(nn.Module):
         gate_in = prior_dim + in_dim
         per_task = gate_mode == "per_task"
         self.gates = nn.ModuleList(
-            GateNU(gate_in, w if per_task else n_tasks * w, hidden=gate_hidden, gamma=gamma, groups=n_tasks if per_task else 1)
+            GateNU(
+                gate_in,
+                w if per_task else n_tasks * w,
+                hidden=gate_hidden,
+                gamma=gamma,
+                groups=n_tasks if per_task else 1,
+            )
             for w in self.towers.gate_widths
         )
 

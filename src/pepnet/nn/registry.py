@@ -2,12 +2,12 @@
 it exposes ``embedding_parameters()`` so the trainer can give them Adagrad and the rest Adam."""
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable
 
 from torch import nn
 
 from ..config import ModelConfig
-from .baselines import MMoE, PLE, STAR, SharedBottom
+from .baselines import PLE, STAR, MMoE, SharedBottom
 from .layout import ModelLayout
 from .pepnet import PEPNet
 

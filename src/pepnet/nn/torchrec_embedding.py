@@ -4,16 +4,18 @@
 inputs (sparse int64 [B, Fs] ids offset into the fused table, dense float32 [B, Fd]) and output
 (float [B, Fs + Fd, d]), but the fused table is split into one TorchRec table per sparse field, held in an
 ``EmbeddingBagCollection`` (one id per bag, sum pooling = a plain lookup).
-:func:`pepnet.train.sharded.shard_model` then wraps the whole model in ``DistributedModelParallel``: the tables are sharded across the ranks (table-wise or
+:func:`pepnet.train.sharded.shard_model` then wraps the whole model in ``DistributedModelParallel``: the tables
+are sharded across the ranks (table-wise or
 column-wise on CPU with gloo, row-wise on GPU, or whatever TorchRec's planner picks), the dense part (gates,
 towers, dense-field vectors) is replicated with DDP.
 
 TorchRec is imported lazily, so pepnet works without it; :func:`available` says whether it is installed.
 """
+
 from __future__ import annotations
 
 import importlib.util
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -34,8 +36,10 @@ def available() -> bool:
 
 def require():
     if not available():
-        raise ImportError("TorchRec is not installed; install the optional extra with scripts/install-torchrec.sh "
-                          "(torchrec==1.8.0 --no-deps, fbgemm-gpu-cpu==1.8.0, tensordict, pyre-extensions)")
+        raise ImportError(
+            "TorchRec is not installed; install the optional extra with scripts/install-torchrec.sh "
+            "(torchrec==1.8.0 --no-deps, fbgemm-gpu-cpu==1.8.0, tensordict, pyre-extensions)"
+        )
     import torchrec
 
     return torchrec
@@ -53,8 +57,15 @@ class TorchRecFeatureEmbedding(nn.Module):
     :class:`~pepnet.nn.embedding.FeatureEmbedding` (training mode only).
     """
 
-    def __init__(self, field_sizes: Iterable[int], n_dense: int, dim: int, init_std: float = 0.05,
-                 device: torch.device | str | None = None, oov_dropout: list[tuple[int, int, float]] | tuple = ()):
+    def __init__(
+        self,
+        field_sizes: Iterable[int],
+        n_dense: int,
+        dim: int,
+        init_std: float = 0.05,
+        device: torch.device | str | None = None,
+        oov_dropout: list[tuple[int, int, float]] | tuple = (),
+    ):
         super().__init__()
         torchrec = require()
         sizes = [int(s) for s in field_sizes]
@@ -62,9 +73,12 @@ class TorchRecFeatureEmbedding(nn.Module):
         offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets, persistent=False)
         self.keys = [table_name(i) for i in range(len(sizes))]
-        tables = [torchrec.EmbeddingBagConfig(name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k],
-                                              pooling=torchrec.PoolingType.SUM)
-                  for k, n in zip(self.keys, sizes)]
+        tables = [
+            torchrec.EmbeddingBagConfig(
+                name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k], pooling=torchrec.PoolingType.SUM
+            )
+            for k, n in zip(self.keys, sizes, strict=False)
+        ]
         self.ebc = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device(device or "cpu"))
         if str(device) != "meta":
             with torch.no_grad():
@@ -74,7 +88,7 @@ class TorchRecFeatureEmbedding(nn.Module):
         register_oov_dropout(self, oov_dropout)  # ids (fused-table rows) replaced before they are made local
 
     @classmethod
-    def from_fused(cls, fused: FeatureEmbedding, field_sizes: Iterable[int]) -> "TorchRecFeatureEmbedding":
+    def from_fused(cls, fused: FeatureEmbedding, field_sizes: Iterable[int]) -> TorchRecFeatureEmbedding:
         """The same embeddings as a fused :class:`FeatureEmbedding`: its rows copied field by field, and its
         ``oov_dropout`` (the same fields, OOV rows and probabilities)."""
         sizes = list(field_sizes)
@@ -83,8 +97,8 @@ class TorchRecFeatureEmbedding(nn.Module):
         out = cls(sizes, n_dense, fused.dim, oov_dropout=drops)
         with torch.no_grad():
             start = 0
-            for k, n in zip(out.keys, sizes):
-                out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start:start + n])
+            for k, n in zip(out.keys, sizes, strict=False):
+                out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start : start + n])
                 start += n
             if n_dense:
                 out.dense_vectors.copy_(fused.dense_vectors)
@@ -97,8 +111,9 @@ class TorchRecFeatureEmbedding(nn.Module):
             sparse = drop_to_oov(sparse, self.drop_fields, self.drop_rows, self.drop_probs)
         b = sparse.shape[0]
         local = (sparse - self.offsets).t().reshape(-1)  # field-major: all of field 0, then field 1, ...
-        kjt = KeyedJaggedTensor.from_lengths_sync(keys=self.keys, values=local,
-                                                  lengths=torch.ones(b * self.n_sparse, dtype=torch.int32, device=sparse.device))
+        kjt = KeyedJaggedTensor.from_lengths_sync(
+            keys=self.keys, values=local, lengths=torch.ones(b * self.n_sparse, dtype=torch.int32, device=sparse.device)
+        )
         pooled = self.ebc(kjt).to_dict()
         emb = torch.stack([pooled[k] for k in self.keys], dim=1)  # [B, Fs, d]
         if self.dense_vectors is not None:

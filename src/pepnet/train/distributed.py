@@ -25,8 +25,8 @@ from __future__ import annotations
 
 import atexit
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass
-from typing import Iterator
 
 import numpy as np
 import torch
@@ -35,7 +35,6 @@ from torch import nn
 
 from ..data.batches import Batch, BatchLoader, TensorData
 from .runtime import resolve_device
-
 
 STORE_FILE = "PEPNET_STORE_FILE"  # set by `launch`: the file store the workers' process group meets in
 
@@ -152,7 +151,7 @@ def _gather_varlen(t: torch.Tensor, world: int) -> list[torch.Tensor]:
     full = torch.cat([t, pad])
     parts = [torch.empty_like(full) for _ in range(world)]
     dist.all_gather(parts, full.contiguous())
-    return [p[:s] for p, s in zip(parts, sizes_i)]
+    return [p[:s] for p, s in zip(parts, sizes_i, strict=False)]
 
 
 def sync_gradients(model: nn.Module, world: int) -> None:

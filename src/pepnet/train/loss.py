@@ -5,7 +5,9 @@ import torch
 import torch.nn.functional as F
 
 
-def masked_bce(logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+def masked_bce(
+    logits: torch.Tensor, labels: torch.Tensor, weights: torch.Tensor | None = None
+) -> tuple[torch.Tensor, torch.Tensor]:
     """logits, labels float [B, T] (labels NaN where missing); weights float [T] or None.
 
     Returns (total scalar, per_task float [T]); per_task[t] is the mean BCE over rows having task t's

@@ -52,7 +52,9 @@ class MemoryPlan:
 
     @property
     def total_bytes(self) -> int:
-        return self.embedding_bytes + self.sparse_grad_bytes + self.dense_bytes + self.checkpoint_bytes + self.data_bytes
+        return (
+            self.embedding_bytes + self.sparse_grad_bytes + self.dense_bytes + self.checkpoint_bytes + self.data_bytes
+        )
 
     @property
     def fits(self) -> bool:
@@ -60,18 +62,23 @@ class MemoryPlan:
 
     def describe(self) -> str:
         """One line: the estimate, its parts and what is available."""
-        return (f"training needs about {_gib(self.total_bytes)} (embedding table {self.embedding_rows:,} rows x "
-                f"{self.embedding_dim} with Adagrad state {_gib(self.embedding_bytes)}, {self.dense_params:,} dense "
-                f"parameters with Adam state {_gib(self.dense_bytes)}, checkpoint copy {_gib(self.checkpoint_bytes)}"
-                + (f", training data on the device {_gib(self.data_bytes)}" if self.data_bytes else "") + "); "
-                f"available: {_gib(self.available_bytes)} ({self.available_source})")
+        return (
+            f"training needs about {_gib(self.total_bytes)} (embedding table {self.embedding_rows:,} rows x "
+            f"{self.embedding_dim} with Adagrad state {_gib(self.embedding_bytes)}, {self.dense_params:,} dense "
+            f"parameters with Adam state {_gib(self.dense_bytes)}, checkpoint copy {_gib(self.checkpoint_bytes)}"
+            + (f", training data on the device {_gib(self.data_bytes)}" if self.data_bytes else "")
+            + "); "
+            f"available: {_gib(self.available_bytes)} ({self.available_source})"
+        )
 
     def advice(self) -> str:
         """What to change, naming the largest sparse fields."""
         big = sorted(self.fields, key=lambda f: -f[1])[:3]
         names = ", ".join(f"{n} ({r:,} rows)" for n, r in big)
-        return (f"largest embedding fields: {names}. Hash them (features[].hash_buckets), raise their min_count, "
-                f"lower model.embedding_dim, or train on a machine with more memory")
+        return (
+            f"largest embedding fields: {names}. Hash them (features[].hash_buckets), raise their min_count, "
+            f"lower model.embedding_dim, or train on a machine with more memory"
+        )
 
 
 def _gib(n: int) -> str:
@@ -89,8 +96,14 @@ def available_memory(cfg: TrainConfig, device: torch.device) -> tuple[int, str]:
     return int(psutil.virtual_memory().available), "available RAM (psutil)"
 
 
-def plan_memory(layout: ModelLayout, model_cfg: ModelConfig, train_cfg: TrainConfig, device: torch.device,
-                fields: list[tuple[str, int]] | None = None, data_bytes: int = 0) -> MemoryPlan:
+def plan_memory(
+    layout: ModelLayout,
+    model_cfg: ModelConfig,
+    train_cfg: TrainConfig,
+    device: torch.device,
+    fields: list[tuple[str, int]] | None = None,
+    data_bytes: int = 0,
+) -> MemoryPlan:
     """Estimate the training memory of the configured model on ``layout`` without allocating it.
     ``fields``: (name, rows) of the sparse fields, named in the advice; ``data_bytes``: size of the training
     arrays when ``train.data_on_device`` puts them on a GPU."""
@@ -104,10 +117,17 @@ def plan_memory(layout: ModelLayout, model_cfg: ModelConfig, train_cfg: TrainCon
     sparse_grad = train_cfg.batch_size * layout.n_sparse * (dim * FLOAT + INDEX)
     available, source = available_memory(train_cfg, device)
     return MemoryPlan(
-        embedding_rows=layout.num_embeddings, embedding_dim=dim, embedding_params=n_emb, dense_params=n_dense,
-        embedding_bytes=n_emb * FLOAT * 2, sparse_grad_bytes=sparse_grad, dense_bytes=n_dense * FLOAT * 4,
-        checkpoint_bytes=(n_emb * 2 + n_dense * 3) * FLOAT, data_bytes=data_bytes,
-        available_bytes=available, available_source=source,
+        embedding_rows=layout.num_embeddings,
+        embedding_dim=dim,
+        embedding_params=n_emb,
+        dense_params=n_dense,
+        embedding_bytes=n_emb * FLOAT * 2,
+        sparse_grad_bytes=sparse_grad,
+        dense_bytes=n_dense * FLOAT * 4,
+        checkpoint_bytes=(n_emb * 2 + n_dense * 3) * FLOAT,
+        data_bytes=data_bytes,
+        available_bytes=available,
+        available_source=source,
         fields=tuple(fields or ()),
     )
 

@@ -1,7 +1,7 @@
 """Optimisers as the paper trains PEPNet: Adagrad for embeddings, Adam for dense weights."""
 from __future__ import annotations
 
-from typing import Iterable
+from collections.abc import Iterable
 
 import torch
 from torch import nn
@@ -10,12 +10,16 @@ from ..config import TrainConfig
 from .sparse_adagrad import RowWiseAdagrad
 
 
-def make_optimizers(model: nn.Module, cfg: TrainConfig, fused: Iterable[nn.Parameter] = ()) -> list[torch.optim.Optimizer]:
+def make_optimizers(
+    model: nn.Module, cfg: TrainConfig, fused: Iterable[nn.Parameter] = ()
+) -> list[torch.optim.Optimizer]:
     """[Adagrad(embedding parameters), Adam(every other parameter)]. The model names its embedding
     parameters through ``embedding_parameters()``; sparse (row-wise) gradients are supported. ``fused``:
     parameters an optimiser inside the backward pass already updates (TorchRec's sharded tables), left out."""
     skip = {id(p) for p in fused}
-    emb = [p for p in (model.embedding_parameters() if hasattr(model, "embedding_parameters") else []) if id(p) not in skip]
+    emb = [
+        p for p in (model.embedding_parameters() if hasattr(model, "embedding_parameters") else []) if id(p) not in skip
+    ]
     skip |= {id(p) for p in emb}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]
     opts: list[torch.optim.Optimizer] = []

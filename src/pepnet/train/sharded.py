@@ -98,12 +98,16 @@ class ShardedEmbeddings:
     def __init__(self, model: nn.Module, field_sizes: list[int], cfg: TrainConfig, device: torch.device,
                  ctx: DistContext):
         if not trec.available():
-            raise RuntimeError(f"train.embedding_sharding={cfg.embedding_sharding!r} needs TorchRec, which is not "
-                               "installed; install it with scripts/install-torchrec.sh or set train.embedding_sharding=none")
+            raise RuntimeError(
+                f"train.embedding_sharding={cfg.embedding_sharding!r} needs TorchRec, which is not "
+                "installed; install it with scripts/install-torchrec.sh or set train.embedding_sharding=none"
+            )
         if not ctx.active:
-            raise RuntimeError(f"train.embedding_sharding={cfg.embedding_sharding!r} shards the tables across "
-                               "processes; run under torchrun with 2 or more (pepnet fit --nproc N), or set "
-                               "train.embedding_sharding=none")
+            raise RuntimeError(
+                f"train.embedding_sharding={cfg.embedding_sharding!r} shards the tables across "
+                "processes; run under torchrun with 2 or more (pepnet fit --nproc N), or set "
+                "train.embedding_sharding=none"
+            )
         from torchrec.optim.apply_optimizer_in_backward import apply_optimizer_in_backward
 
         self.sizes = [int(n) for n in field_sizes]
@@ -112,8 +116,9 @@ class ShardedEmbeddings:
         trec_model = trec.use_torchrec_embedding(copy.deepcopy(self.plain).cpu(), self.sizes)
         # fbgemm's EXACT_ADAGRAD = torch's Adagrad update; its default eps (1e-8) is not torch's (1e-10), which moves
         # the loss curve visibly (the embedding gradients are small), so torch's is passed
-        apply_optimizer_in_backward(torch.optim.Adagrad, trec_model.embedding.ebc.parameters(),
-                                    {"lr": cfg.embedding_lr, "eps": EPS})
+        apply_optimizer_in_backward(
+            torch.optim.Adagrad, trec_model.embedding.ebc.parameters(), {"lr": cfg.embedding_lr, "eps": EPS}
+        )
         start = {k: v.clone() for k, v in trec_model.state_dict().items()}
         kind = cfg.embedding_sharding if cfg.embedding_sharding != "auto" else MODEL_PARALLEL
         self.module = shard_model(trec_model, device, kind, batch_size=max(cfg.batch_size // ctx.world, 1))
@@ -128,7 +133,9 @@ class ShardedEmbeddings:
     def full_state(self) -> dict[str, torch.Tensor]:
         """The plain model's state_dict (fused table) from the shards; a collective: every rank must call it."""
         state = gather_full_state(self.module)
-        fields = [state.pop(f"embedding.ebc.embedding_bags.{trec.table_name(i)}.weight")[:n] for i, n in enumerate(self.sizes)]
+        fields = [
+            state.pop(f"embedding.ebc.embedding_bags.{trec.table_name(i)}.weight")[:n] for i, n in enumerate(self.sizes)
+        ]
         state["embedding.table.weight"] = torch.cat(fields)
         reference = self.plain.state_dict()
         return {k: state[k].to(v.device) for k, v in reference.items()}

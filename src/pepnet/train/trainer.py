@@ -7,11 +7,11 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Callable, Protocol
+from typing import Protocol
 
 import torch
 from torch import nn
@@ -71,10 +71,19 @@ class TrainState:
 class Trainer:
     """Trains ``model`` on a TensorData; ``run_dir`` (optional) receives checkpoints and the best weights."""
 
-    def __init__(self, model: nn.Module, cfg: TrainConfig, task_names: list[str], task_weights: list[float] | None = None,
-                 run_dir: str | Path | None = None, device: torch.device | None = None, log: Callable[[str], None] = print,
-                 dist: DistContext | None = None, sharded: ShardedEmbeddings | None = None,
-                 callbacks: Sequence[TrainerCallback] = ()):
+    def __init__(
+        self,
+        model: nn.Module,
+        cfg: TrainConfig,
+        task_names: list[str],
+        task_weights: list[float] | None = None,
+        run_dir: str | Path | None = None,
+        device: torch.device | None = None,
+        log: Callable[[str], None] = print,
+        dist: DistContext | None = None,
+        sharded: ShardedEmbeddings | None = None,
+        callbacks: Sequence[TrainerCallback] = (),
+    ):
         self.cfg, self.task_names, self.log, self.callbacks = cfg, task_names, log, list(callbacks)
         self.device = device or resolve_device(cfg.device)
         self.dist = dist or DistContext()  # data-parallel: shards of each global batch, gradients averaged
@@ -99,8 +108,9 @@ class Trainer:
         # the dense weights' optimisers (Adam): train.lr_schedule sets their rate; train.ema_decay averages
         # their weights, swapped in to evaluate and save
         self.dense_optimizers = [o for o in self.optimizers if isinstance(o, torch.optim.Adam)]
-        self.ema_params = [p for o in self.dense_optimizers for g in o.param_groups for p in g["params"]] \
-            if cfg.ema_decay > 0 else []
+        self.ema_params = (
+            [p for o in self.dense_optimizers for g in o.param_groups for p in g["params"]] if cfg.ema_decay > 0 else []
+        )
         self.ema = [p.detach().clone() for p in self.ema_params]
 
     # ------------------------------------------------------------------ checkpoints
@@ -116,24 +126,31 @@ class Trainer:
         bad = [n for n, p in model_state.items() if p.is_floating_point() and not torch.isfinite(p.detach().sum())]
         if bad:
             st = self.state
-            raise TrainingError(f"weights {bad[:3]} became non-finite by optimiser step {st.step} ({st.epoch} epoch(s) "
-                                f"and {st.batch} batch(es) done); the last good checkpoint {self.run_dir / CHECKPOINT} "
-                                "is kept. Lower the learning rates or check the inputs")
-        save_checkpoint({
-            "model": model_state,
-            "optimizers": [o.state_dict() for o in self.optimizers],
-            "ema": self.ema,
-            "state": asdict(self.state),
-            "rng": rng_state(),
-        }, self.run_dir / CHECKPOINT)
+            raise TrainingError(
+                f"weights {bad[:3]} became non-finite by optimiser step {st.step} ({st.epoch} epoch(s) "
+                f"and {st.batch} batch(es) done); the last good checkpoint {self.run_dir / CHECKPOINT} "
+                "is kept. Lower the learning rates or check the inputs"
+            )
+        save_checkpoint(
+            {
+                "model": model_state,
+                "optimizers": [o.state_dict() for o in self.optimizers],
+                "ema": self.ema,
+                "state": asdict(self.state),
+                "rng": rng_state(),
+            },
+            self.run_dir / CHECKPOINT,
+        )
 
     def resume(self) -> bool:
         """Restore the last checkpoint of ``run_dir`` if there is one; True if restored."""
         if self.run_dir is None or not (self.run_dir / CHECKPOINT).exists():
             return False
         if self.sharded is not None:
-            raise TrainingError(f"--resume is not supported with train.embedding_sharding={self.cfg.embedding_sharding!r} "
-                                "yet (the tables' fused Adagrad state is not checkpointed); start a new run")
+            raise TrainingError(
+                f"--resume is not supported with train.embedding_sharding={self.cfg.embedding_sharding!r} "
+                "yet (the tables' fused Adagrad state is not checkpointed); start a new run"
+            )
         path = self.run_dir / CHECKPOINT
         ck = load_checkpoint(path, map_location=self.device)
         load_state(self.model, ck["model"], path)
@@ -142,7 +159,7 @@ class Trainer:
                 opt.load_state_dict(st)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path}: its optimiser state does not fit this model ({exc})") from None
-        for e, saved in zip(self.ema, ck.get("ema", [])):
+        for e, saved in zip(self.ema, ck.get("ema", []), strict=False):
             e.copy_(saved)
         self.state = TrainState(**ck["state"])
         set_rng_state(ck["rng"])
@@ -162,13 +179,13 @@ class Trainer:
             return
         with torch.no_grad():
             live = [p.detach().clone() for p in self.ema_params]
-            for p, e in zip(self.ema_params, self.ema):
+            for p, e in zip(self.ema_params, self.ema, strict=False):
                 p.copy_(e)
         try:
             yield
         finally:
             with torch.no_grad():
-                for p, v in zip(self.ema_params, live):
+                for p, v in zip(self.ema_params, live, strict=False):
                     p.copy_(v)
 
     def save_best(self) -> None:
@@ -194,19 +211,23 @@ class Trainer:
         b = batch.to(self.device, non_blocking=True)
         for opt in self.optimizers:
             opt.zero_grad(set_to_none=True)
-        with torch.autocast(self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None):
+        with torch.autocast(
+            self.device.type, dtype=self.amp_dtype or torch.bfloat16, enabled=self.amp_dtype is not None
+        ):
             logits = self.forward(b.sparse, b.dense)
         total, per_task = masked_bce(logits, b.labels, self.weights)
         loss = self.dist.mean(float(total.detach()))  # over the ranks: all of them agree on skipping / stopping
         if not math.isfinite(loss):
-            bad = [t for t, v in zip(self.task_names, per_task.tolist()) if not math.isfinite(v)]
+            bad = [t for t, v in zip(self.task_names, per_task.tolist(), strict=False) if not math.isfinite(v)]
             where = f"epoch {self.state.epoch + 1}, batch {self.state.batch + 1}, task(s) {bad or self.task_names}"
             if self.cfg.on_nan == "skip":
                 self.state.skipped_batches += 1
                 self.log(f"skipping batch with non-finite loss at {where}")
                 return None
-            raise TrainingError(f"non-finite loss ({total.item()}) at {where}; the last good checkpoint is kept. "
-                                "Lower the learning rates, check the inputs, or set train.on_nan=skip")
+            raise TrainingError(
+                f"non-finite loss ({total.item()}) at {where}; the last good checkpoint is kept. "
+                "Lower the learning rates, check the inputs, or set train.on_nan=skip"
+            )
         total.backward()
         if self.dist.active and self.sharded is None:
             sync_gradients(self.model, self.dist.world)
@@ -233,8 +254,15 @@ class Trainer:
             started = time.perf_counter()
             loader.epoch, loader.start_batch = st.epoch, st.batch
             self.model.train()
-            bar = tqdm(Prefetcher(loader, self.device, cfg.prefetch) if prefetch else loader, total=len(loader), initial=st.batch, desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
-                       disable=True if not (cfg.progress and self.dist.is_main) else None, leave=False, dynamic_ncols=True)
+            bar = tqdm(
+                Prefetcher(loader, self.device, cfg.prefetch) if prefetch else loader,
+                total=len(loader),
+                initial=st.batch,
+                desc=f"epoch {st.epoch + 1}/{cfg.epochs}",
+                disable=True if not (cfg.progress and self.dist.is_main) else None,
+                leave=False,
+                dynamic_ncols=True,
+            )
             for batch in bar:
                 self.schedule(total_steps)
                 loss = self.step(batch)
@@ -264,9 +292,13 @@ class Trainer:
             st.history.append(record)
             self.log("  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record.items()))
             self.save()
-            done = EpochRecord(st.epoch, cfg.epochs, record["train_loss"],
-                               {k: v for k, v in record.items() if k.startswith("valid_")},
-                               time.perf_counter() - started)
+            done = EpochRecord(
+                st.epoch,
+                cfg.epochs,
+                record["train_loss"],
+                {k: v for k, v in record.items() if k.startswith("valid_")},
+                time.perf_counter() - started,
+            )
             for callback in self.callbacks:
                 callback.on_epoch_end(done)
         return st

@@ -29,7 +29,9 @@ def split_units(cfg: ModelConfig, opts: dict[str, Any], bottom_key: str) -> tupl
     bottom = opts[bottom_key] if opts[bottom_key] is not None else (h[:-1] or h)
     tower = opts["tower_units"] if opts["tower_units"] is not None else h[-1:]
     if not bottom or any(int(u) <= 0 for u in [*bottom, *tower]):
-        raise ValueError(f"model.options for {cfg.name!r}: {bottom_key} / tower_units must be non-empty lists of positive ints")
+        raise ValueError(
+            f"model.options for {cfg.name!r}: {bottom_key} / tower_units must be non-empty lists of positive ints"
+        )
     return [int(u) for u in bottom], [int(u) for u in tower]
 
 
@@ -75,9 +77,11 @@ class Experts(nn.Module):
         super().__init__()
         self.n, self.out_dim = n, units[-1]
         dims = [in_dim, *units]
-        self.weights = nn.ParameterList(nn.Parameter(torch.empty(n, a, b)) for a, b in zip(dims[:-1], dims[1:]))
+        self.weights = nn.ParameterList(
+            nn.Parameter(torch.empty(n, a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
+        )
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(n, 1, b)) for b in dims[1:])
-        for w, b in zip(self.weights, self.biases):
+        for w, b in zip(self.weights, self.biases, strict=False):
             bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default, per expert
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -85,7 +89,7 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.unsqueeze(0).expand(self.n, -1, -1) if x.dim() == 2 else x
-        for w, b in zip(self.weights, self.biases):
+        for w, b in zip(self.weights, self.biases, strict=False):
             h = self.dropout(torch.relu(torch.baddbmm(b, h, w)))
         return h
 

@@ -33,12 +33,14 @@ class MMoE(nn.Module):
         self.gates = nn.ModuleList(SoftmaxGate(self.input.out_dim, k) for _ in range(layout.n_tasks))
         self.towers = TaskTowers(units[-1], tower, layout.n_tasks, cfg.dropout)
 
-    def forward_with_gates(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward_with_gates(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits [B, T] and the gate weights ``gate.t`` float [B, K] (rows sum to 1)."""
         x = self.input(sparse, dense)
-        experts = self.experts(x)                                   # [K, B, h]
+        experts = self.experts(x)  # [K, B, h]
         weights = [g(x) for g in self.gates]
-        mixed = torch.stack([mix(experts, w) for w in weights])     # [T, B, h]
+        mixed = torch.stack([mix(experts, w) for w in weights])  # [T, B, h]
         return self.towers(mixed), {f"gate.{t}": w for t, w in enumerate(weights)}
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

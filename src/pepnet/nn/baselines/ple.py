@@ -22,7 +22,9 @@ class CGC(nn.Module):
     unless ``last``, a shared gate (reading shared_in) mixes all experts into the next level's shared input.
     """
 
-    def __init__(self, n_tasks: int, in_dim: int, units: list[int], m_task: int, m_shared: int, dropout: float, last: bool):
+    def __init__(
+        self, n_tasks: int, in_dim: int, units: list[int], m_task: int, m_shared: int, dropout: float, last: bool
+    ):
         super().__init__()
         self.n_tasks, self.m_task = n_tasks, m_task
         self.task_experts = Experts(n_tasks * m_task, in_dim, units, dropout)
@@ -31,13 +33,13 @@ class CGC(nn.Module):
         self.shared_gate = None if last else SoftmaxGate(in_dim, n_tasks * m_task + m_shared)
 
     def forward(self, task_in: torch.Tensor, shared_in: torch.Tensor):
-        own = self.task_experts(task_in.repeat_interleave(self.m_task, dim=0))       # [T*m, B, h]
-        shared = self.shared_experts(shared_in)                                      # [S, B, h]
+        own = self.task_experts(task_in.repeat_interleave(self.m_task, dim=0))  # [T*m, B, h]
+        shared = self.shared_experts(shared_in)  # [S, B, h]
         weights, outs = [], []
         for t, gate in enumerate(self.task_gates):
             w = gate(task_in[t])
             weights.append(w)
-            outs.append(mix(torch.cat([own[t * self.m_task:(t + 1) * self.m_task], shared]), w))
+            outs.append(mix(torch.cat([own[t * self.m_task : (t + 1) * self.m_task], shared]), w))
         shared_out = None
         if self.shared_gate is not None:
             w = self.shared_gate(shared_in)
@@ -60,19 +62,22 @@ class PLE(nn.Module):
         self.input = EmbeddedInput(layout, cfg.embedding_dim)
         dims = [self.input.out_dim] + [units[-1]] * (levels - 1)
         self.levels = nn.ModuleList(
-            CGC(layout.n_tasks, d, units, m_task, m_shared, cfg.dropout, last=(i == levels - 1)) for i, d in enumerate(dims)
+            CGC(layout.n_tasks, d, units, m_task, m_shared, cfg.dropout, last=(i == levels - 1))
+            for i, d in enumerate(dims)
         )
         self.towers = TaskTowers(units[-1], tower, layout.n_tasks, cfg.dropout)
 
-    def forward_with_gates(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    def forward_with_gates(
+        self, sparse: torch.Tensor, dense: torch.Tensor
+    ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
         """Logits [B, T] and every gate's weights ``level.l.gate.g`` float [B, n_experts] (rows sum to 1;
         g = T is the shared gate)."""
         x = self.input(sparse, dense)
         task_in, shared_in = x.unsqueeze(0).expand(self.n_tasks, -1, -1), x
         gates: dict[str, torch.Tensor] = {}
-        for l, level in enumerate(self.levels):
+        for i, level in enumerate(self.levels):
             task_in, shared_in, weights = level(task_in, shared_in)
-            gates.update({f"level.{l}.gate.{g}": w for g, w in enumerate(weights)})
+            gates.update({f"level.{i}.gate.{g}": w for g, w in enumerate(weights)})
         return self.towers(task_in), gates
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:

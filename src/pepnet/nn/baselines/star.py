@@ -64,8 +64,12 @@ class PartitionedNorm(nn.Module):
                 m = self.momentum
                 new_mean = torch.cat([mean_p, g_mean.unsqueeze(0)]).detach()
                 new_var = torch.cat([var_p, g_var.unsqueeze(0)]).detach()
-                self.running_mean.copy_(torch.where(upd.unsqueeze(1), (1 - m) * self.running_mean + m * new_mean, self.running_mean))
-                self.running_var.copy_(torch.where(upd.unsqueeze(1), (1 - m) * self.running_var + m * new_var, self.running_var))
+                self.running_mean.copy_(
+                    torch.where(upd.unsqueeze(1), (1 - m) * self.running_mean + m * new_mean, self.running_mean)
+                )
+                self.running_var.copy_(
+                    torch.where(upd.unsqueeze(1), (1 - m) * self.running_var + m * new_var, self.running_var)
+                )
                 self.seen |= upd
             mu, var = mean_p[domain], var_p[domain]
         else:
@@ -85,11 +89,15 @@ class StarFCN(nn.Module):
     def __init__(self, in_dim: int, units: list[int], n_parts: int, dropout: float = 0.0):
         super().__init__()
         dims = [in_dim, *units]
-        self.shared_w = nn.ParameterList(nn.Parameter(torch.empty(a, b)) for a, b in zip(dims[:-1], dims[1:]))
+        self.shared_w = nn.ParameterList(
+            nn.Parameter(torch.empty(a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
+        )
         self.shared_b = nn.ParameterList(nn.Parameter(torch.empty(b)) for b in dims[1:])
-        self.domain_w = nn.ParameterList(nn.Parameter(torch.ones(n_parts, a, b)) for a, b in zip(dims[:-1], dims[1:]))
+        self.domain_w = nn.ParameterList(
+            nn.Parameter(torch.ones(n_parts, a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
+        )
         self.domain_b = nn.ParameterList(nn.Parameter(torch.zeros(n_parts, b)) for b in dims[1:])
-        for w, b in zip(self.shared_w, self.shared_b):
+        for w, b in zip(self.shared_w, self.shared_b, strict=False):
             bound = 1.0 / math.sqrt(w.shape[0])
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -99,7 +107,7 @@ class StarFCN(nn.Module):
         present = torch.unique(domain).tolist()
         rows = {p: (domain == p).nonzero(as_tuple=True)[0] for p in present}
         h = x
-        for w, b, wp, bp in zip(self.shared_w, self.shared_b, self.domain_w, self.domain_b):
+        for w, b, wp, bp in zip(self.shared_w, self.shared_b, self.domain_w, self.domain_b, strict=False):
             out = h.new_empty(h.shape[0], w.shape[1])
             for p, r in rows.items():
                 out[r] = torch.addmm(b + bp[p], h[r], w * wp[p])
@@ -122,12 +130,15 @@ class STAR(nn.Module):
         self.layout = layout
         n_parts = layout.n_domains + 1
         self.input = EmbeddedInput(layout, cfg.embedding_dim)
-        self.register_buffer("domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False)
+        self.register_buffer(
+            "domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False
+        )
         self.pn = PartitionedNorm(self.input.out_dim, n_parts, float(opts["pn_momentum"]))
         self.fcn = StarFCN(self.input.out_dim, units, n_parts, cfg.dropout)
         self.towers = TaskTowers(units[-1], tower, layout.n_tasks, cfg.dropout)
-        self.aux = TaskTowers(len(layout.group("domain_side")) * cfg.embedding_dim, [int(u) for u in opts["aux_units"]],
-                              layout.n_tasks)
+        self.aux = TaskTowers(
+            len(layout.group("domain_side")) * cfg.embedding_dim, [int(u) for u in opts["aux_units"]], layout.n_tasks
+        )
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         domain = domain_index(sparse, self.layout)
