@@ -149,7 +149,11 @@ def fit(
     """Train a model and evaluate it on the test split."""
     if config is None and not resume:
         raise typer.BadParameter("give a CONFIG (a YAML file or a bundled config name), or --resume")
-    cfg = None if resume else _load_config(config, set_)
+    if resume:
+        cfg = None
+    else:
+        assert config is not None  # checked above
+        cfg = _load_config(config, set_)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from .train.distributed import launch
 
@@ -347,6 +351,7 @@ def export_cmd(
     if publish_to is not None:
         _publish(run_dir, publish_to)
         return
+    assert out is not None  # exactly one of --out / --publish (checked above)
     path = export_run(run_dir, out)
     typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
 
@@ -551,4 +556,4 @@ def main() -> None:
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -357,6 +357,10 @@ class DataConfig(_Strict):
 # --------------------------------------------------------------------------- model and training
 
 
+PriorGroup = Literal["user_prior", "item_prior", "author_prior"]
+PRIOR_GROUPS: tuple[PriorGroup, ...] = ("user_prior", "item_prior", "author_prior")
+
+
 class ModelConfig(_Strict):
     """Model hyper-parameters. Defaults are the paper's where it gives one."""
 
@@ -382,8 +386,8 @@ class ModelConfig(_Strict):
     ppnet_gate_mode: Literal["split", "per_task"] = Field(
         "split", description="one gate split into T slices, or one gate per task"
     )
-    ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
-        default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"
+    ppnet_priors: list[PriorGroup] = Field(
+        default_factory=lambda: list(PRIOR_GROUPS), description="prior groups feeding PPNet"
     )
     domain_stats: bool = Field(True, description="keep the statistics in F_d (False: domain id only)")
     options: dict[str, Any] = Field(default_factory=dict, description="model-specific options (baselines)")

@@ -123,7 +123,8 @@ def summarise_gates(
     start = 0
     for batch in BatchLoader(TensorData(data), batch_size):
         b = batch.to(device)
-        _, gates = model.forward_with_gates(b.sparse, b.dense)
+        # torch types nn.Module's attributes as Tensor | Module ("not callable"); gate models define this method
+        _, gates = model.forward_with_gates(b.sparse, b.dense)  # type: ignore[operator]
         dom = domain[start : start + len(batch)]
         start += len(batch)
         for name, g in gates.items():

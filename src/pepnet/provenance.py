@@ -79,7 +79,7 @@ def run_info(config: ExperimentConfig, prep: Prepared) -> dict:
     """Seed, versions, platform, git revision, file and split fingerprints (sha256), rows, the config."""
     import importlib.metadata as md
 
-    versions = {}
+    versions: dict[str, str | None] = {}
     for pkg in ("pepnet", "torch", "numpy", "polars", "pyarrow", "pydantic"):
         try:
             versions[pkg] = md.version(pkg)

@@ -16,7 +16,7 @@ import json
 import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 
@@ -86,7 +86,8 @@ class _Figures:
         from .plotfonts import use_fonts
 
         use_fonts()
-        self.dir, self.stem, self.paths = html_path.parent, html_path.stem, []
+        self.dir, self.stem = html_path.parent, html_path.stem
+        self.paths: list[Path] = []
 
     def save(self, fig: Any, name: str) -> Path:
         import matplotlib.pyplot as plt
@@ -232,10 +233,15 @@ def _gates(run_dir: Path, figs: _Figures) -> str:
     if summary.ppnet is not None:
         pp = summary.ppnet
         tasks = pp.columns[2:]
-        rows = [[f"layer {layer}"] + [f"{pp.filter(pp[pp.columns[1]] == layer)[t].mean():.3f}"
-                                      f" ({pp.filter(pp[pp.columns[1]] == layer)[t].min():.2f}"
-                                      f"–{pp.filter(pp[pp.columns[1]] == layer)[t].max():.2f})" for t in tasks]
-                for layer in sorted(set(pp[pp.columns[1]].to_list()))]
+
+        def cell(layer: int, t: str) -> str:  # "mean (min–max)" of task t's gate at that layer
+            s = pp.filter(pp[pp.columns[1]] == layer)[t]
+            # polars types the aggregates as any scalar; a float column's are floats
+            mean, lo, hi = (cast(float, v) for v in (s.mean(), s.min(), s.max()))
+            return f"{mean:.3f} ({lo:.2f}–{hi:.2f})"
+
+        layers = sorted(set(pp[pp.columns[1]].to_list()))
+        rows = [[f"layer {layer}"] + [cell(layer, t) for t in tasks] for layer in layers]
         parts.append("<h3>PPNet gate per task and layer: mean over domains (min–max)</h3>"
                      + _table(["layer", *tasks], rows))
     return "".join(parts)

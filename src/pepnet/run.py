@@ -186,6 +186,7 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     valid = prep.encoded.get("valid")
 
     def evaluate_valid(m: nn.Module) -> tuple[float, dict]:
+        assert valid is not None  # passed to the trainer only when there is a validation split
         rep = score(m, valid, encoder, tc.eval_batch_size, device, ctx)
         s = rep.summary()
         value = s[f"mean_{tc.monitor}"]

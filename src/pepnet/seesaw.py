@@ -31,7 +31,7 @@ from __future__ import annotations
 import json
 import math
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -246,7 +246,7 @@ def _train(arm: Arm, prep: Any, seed: int, out: Path, resume: bool, progress: Pr
 
 
 def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 3, overrides: list[str] | None = None,
-           compare_dirs: list[str | Path] | None = None, min_class: int = MIN_CLASS, resume: bool = False,
+           compare_dirs: Sequence[str | Path] | None = None, min_class: int = MIN_CLASS, resume: bool = False,
            log: Callable[[str], None] = print) -> dict[str, Any]:
     """Run the diagnostic (module docstring) and write results.json / .md / .png to ``out``; returns the results
     dict. ``compare_dirs``: folders of ``pepnet compare`` runs on the same data and seeds, whose models join the

@@ -249,7 +249,7 @@ def plot_stream(history: list[dict], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(7, 4))
     periods = [r["period"] for r in history]
     for key in sorted({k for r in history for k in r if k.startswith(("auc_", "gauc_"))}):
-        ys = [r.get(key) if r.get(key) is not None else np.nan for r in history]
+        ys = [np.nan if (v := r.get(key)) is None else v for r in history]
         ax.plot(periods, ys, marker="o", label=key.replace("_", " ", 1))
     ax.xaxis.set_major_locator(MaxNLocator(integer=True))
     ax.set_xlabel("period")

@@ -92,6 +92,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
         res[label] = _median_ms(step, device)
         step()
         g = emb.table.weight.grad
+        assert g is not None  # step() just ran the backward pass
         res[f"{label} MiB"] = (g._values().numel() if g.is_sparse else g.numel()) * g.element_size() / 2**20
         del emb, opt, step
     what = f"embedding {layout.num_embeddings:,} rows x {d}: lookup+bwd+Adagrad"

@@ -20,14 +20,14 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
 import numpy as np
 import torch
 
 from ..config import ExperimentConfig, TrainConfig, load_config
 from ..data.batches import BatchLoader, Prefetcher, TensorData
-from ..nn import build_model
+from ..nn import PEPNet, build_model
 from ..prepare import layout_from_encoder, prepare
 from ..train.runtime import resolve_device, seed_everything
 from ..train.trainer import Trainer
@@ -182,7 +182,7 @@ def reference_contender(config: ExperimentConfig, prep, layout, device: torch.de
     seed_everything(tc.seed)
     enc, fields = prep.encoded["train"], prep.encoder.sparse_fields
     model = ReferencePEPNet([f.size for f in fields], layout, config.model)
-    copy_weights(build_model(layout, config.model), model, fields)
+    copy_weights(cast(PEPNet, build_model(layout, config.model)), model, fields)  # a PEPNet variant (checked above)
     weights = torch.tensor([s.weight for s in config.schema_.labels.values()], device=device)
     amp = tc.amp == "bf16"
     trainer = ReferenceTrainer(model, tc.embedding_lr, tc.dense_lr, device, weights, amp=amp)

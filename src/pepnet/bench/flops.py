@@ -11,7 +11,9 @@ from __future__ import annotations
 import math
 import statistics
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -72,7 +74,7 @@ def replay_seconds(gemms: list[Gemm], device: torch.device, repeats: int = 5, mi
     """Median wall time (s) of running all ``gemms`` once, in order, on random operands of the recorded
     shapes, strides and dtypes. Each repeat loops the sequence until ``min_seconds`` have passed."""
     g = torch.Generator(device="cpu").manual_seed(0)
-    calls = []
+    calls: list[tuple[Callable[..., Any], list[torch.Tensor], dict[str, Any]]] = []
     for gm in gemms:
         ops = []
         for shape, stride, dtype in gm.operands:

@@ -17,6 +17,7 @@ compares speed alone.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from typing import cast
 
 import numpy as np
 import torch
@@ -93,12 +94,13 @@ class ReferencePEPNet(nn.Module):
         if self.use_ppnet:
             x = torch.cat([embs[i] for i in self.prior] + [o_ep.detach() if self.cfg.stop_gradient else o_ep], dim=1)
             for layer_gates in self.ppnet_gates:
-                outs = [g(x) for g in layer_gates]
+                outs = [g(x) for g in cast(nn.ModuleList, layer_gates)]
                 gates.append(list(outs[0].chunk(n_tasks, dim=1)) if len(outs) == 1 else outs)
         on_input = self.cfg.ppnet_gate_on == "input"
         logits = []
         for t, tower in enumerate(self.towers):
             h = o_ep
+            tower = cast(nn.ModuleList, tower)
             for layer, linear in enumerate(tower[:-1]):
                 if gates and on_input:
                     h = h * gates[layer][t]
@@ -108,8 +110,8 @@ class ReferencePEPNet(nn.Module):
             logits.append(tower[-1](h))
         return torch.cat(logits, dim=1)
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
-        return [e.weight for e in self.embeddings] + list(self.dense_vectors)
+    def embedding_parameters(self) -> list[torch.Tensor]:
+        return [cast(nn.Embedding, e).weight for e in self.embeddings] + list(self.dense_vectors)
 
 
 @torch.no_grad()
@@ -118,8 +120,9 @@ def copy_weights(src: PEPNet, dst: ReferencePEPNet, sparse_fields: list[FieldInf
     gate slices -> per-task Linear layers); afterwards both compute the same function."""
     table = src.embedding.table.weight
     for f, emb in zip(sparse_fields, dst.embeddings, strict=True):
-        emb.weight.copy_(table[f.offset:f.offset + f.size])
+        cast(nn.Embedding, emb).weight.copy_(table[f.offset:f.offset + f.size])
     for j, v in enumerate(dst.dense_vectors):
+        assert src.embedding.dense_vectors is not None  # dst has dense vectors, so src has them too
         v.copy_(src.embedding.dense_vectors[j])
 
     def linear(lin: nn.Linear, w: torch.Tensor, b: torch.Tensor) -> None:  # w [in, out], b [out]
@@ -127,20 +130,24 @@ def copy_weights(src: PEPNet, dst: ReferencePEPNet, sparse_fields: list[FieldInf
         lin.bias.copy_(b.reshape(-1))
 
     def gate(g: Gate, gnu, group: int) -> None:
-        linear(g.net[0], gnu.w1[group], gnu.b1[group])
-        linear(g.net[2], gnu.w2[group], gnu.b2[group])
+        linear(cast(nn.Linear, g.net[0]), gnu.w1[group], gnu.b1[group])
+        linear(cast(nn.Linear, g.net[2]), gnu.w2[group], gnu.b2[group])
 
     if dst.use_epnet:
+        assert src.epnet is not None  # same variant as dst
         gate(dst.epnet_gate, src.epnet.gate, 0)
     towers = src.ppnet.towers if src.ppnet is not None else src.towers
+    assert towers is not None  # PEPNet has either PPNet's towers or plain ones
     for t, tower in enumerate(dst.towers):
+        tower = cast(nn.ModuleList, tower)
         for layer, lin in enumerate(tower[:-1]):
-            linear(lin, towers.weights[layer][t], towers.biases[layer][t])
-        linear(tower[-1], towers.out_weight[t], towers.out_bias[t])
+            linear(cast(nn.Linear, lin), towers.weights[layer][t], towers.biases[layer][t])
+        linear(cast(nn.Linear, tower[-1]), towers.out_weight[t], towers.out_bias[t])
     if dst.use_ppnet:
+        assert src.ppnet is not None  # same variant as dst
         for g_dst, g_src in zip(dst.ppnet_gates, src.ppnet.gates, strict=True):
-            for group, g in enumerate(g_dst):
-                gate(g, g_src, group)
+            for group, g in enumerate(cast(nn.ModuleList, g_dst)):
+                gate(cast(Gate, g), g_src, group)
 
 
 def local_ids(sparse: np.ndarray, sparse_fields: list[FieldInfo]) -> np.ndarray:
@@ -176,7 +183,7 @@ class ReferenceTrainer:
                            torch.optim.Adam([p for p in model.parameters() if id(p) not in emb], lr=dense_lr)]
         self.weights = task_weights
 
-    def step(self, batch: tuple[torch.Tensor, torch.Tensor, torch.Tensor]) -> float:
+    def step(self, batch: tuple[torch.Tensor, ...]) -> float:
         """batch: (per-field ids int64 [B, Fs], dense float32 [B, Fd], labels float32 [B, T]); returns the loss."""
         sparse, dense, labels = (t.to(self.device) for t in batch)
         for opt in self.optimizers:

@@ -85,7 +85,7 @@ class GBDT:
         test = self.final.encoded["test"]
         x_test = self._features(refit, "test")
         probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
-        rounds: dict[str, int] = {}
+        rounds: dict[str, int | dict[str, object]] = {}
         cols = enc.reported_columns
         settings = candidates(params)
         for j, (t, task) in enumerate(zip(cols, enc.reported_tasks, strict=True)):

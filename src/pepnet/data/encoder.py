@@ -180,7 +180,7 @@ class Encoder:
         self.input_dtypes = {
             c: str(train.schema[c]) for c in required_columns(self.schema, labels=False) if c in train.columns
         }
-        sizes: list[tuple[str, str, int]] = []
+        sizes: list[tuple[str, Literal["sparse", "dense"], int]] = []
         for spec in self._sparse_specs():
             if isinstance(spec, StatFeature):
                 raw = self.past.fit(train, spec)
@@ -193,7 +193,7 @@ class Encoder:
                 col = (
                     train[spec.source]
                     if isinstance(spec, FeatureSpec)
-                    else _time_part(train[self.schema.time], spec.part)
+                    else _time_part(train[self._time_column], spec.part)
                 )
                 min_count = spec.min_count if isinstance(spec, FeatureSpec) else 1
                 vc = col.drop_nulls().value_counts(name="__count")
@@ -223,7 +223,7 @@ class Encoder:
             return np.searchsorted(self.stat_edges[spec.name], raw, side="right").astype(np.int64) + 1
         if isinstance(spec, FeatureSpec) and spec.hash_buckets:
             return hash_ids(df[spec.source], spec.hash_buckets)
-        col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self.schema.time], spec.part)
+        col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self._time_column], spec.part)
         vocab = self.vocabs[spec.name]
         key = col
         if col.dtype != vocab.dtype:
@@ -236,8 +236,12 @@ class Encoder:
                     f"{vocab.dtype}; expected the same type as in training",
                     column=col.name,
                 ) from None
-        ids = key.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
-        ids = ids.fill_null(0).to_numpy().copy()
+        ids = (
+            key.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
+            .fill_null(0)
+            .to_numpy()
+            .copy()
+        )
         reserve = self._reserve(spec)
         if reserve and self._free_rows(spec) == 0:  # grown full: unseen values share the reserved rows by hash
             size = self.fields[self.field_index(spec.name)].size
@@ -246,6 +250,12 @@ class Encoder:
         if training and isinstance(spec, FeatureSpec) and spec.oov_first_rows:
             ids[self.past.earlier_rows(df, spec.source) < spec.oov_first_rows] = 0
         return ids
+
+    @property
+    def _time_column(self) -> str:
+        """schema.time, which a time feature needs (SchemaConfig checks that it is set)."""
+        assert self.schema.time is not None
+        return self.schema.time
 
     # ------------------------------------------------------------------ online growth
     @staticmethod
@@ -265,7 +275,8 @@ class Encoder:
         """
         added: dict[str, int] = {}
         for spec in self._sparse_specs():
-            if not self._reserve(spec) or self._free_rows(spec) == 0:
+            # only a FeatureSpec has a reserve (_reserve is 0 otherwise)
+            if not isinstance(spec, FeatureSpec) or not self._reserve(spec) or self._free_rows(spec) == 0:
                 continue
             vocab = self.vocabs[spec.name]
             col = df[spec.source].drop_nulls()

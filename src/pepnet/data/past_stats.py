@@ -10,6 +10,7 @@ values into model inputs; the GBDT baseline reads them raw (:meth:`PastStatistic
 from __future__ import annotations
 
 from pathlib import Path
+from typing import cast
 
 import numpy as np
 import polars as pl
@@ -37,6 +38,7 @@ class PastStatistics:
             return pl.lit(None, dtype=pl.Float64)
         if stat.target in self.schema.labels:
             return label_expr(self.schema.labels[stat.target])
+        assert stat.target is not None  # rate / mean stats name their target (validated by StatFeature)
         return pl.col(stat.target).cast(pl.Float64)
 
     def _with_target(self, df: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
@@ -126,7 +128,8 @@ class PastStatistics:
         """Start the totals of ``stat`` from the training split ``df``; returns its training rows' values
         (:meth:`raw`)."""
         y = df.select(self._target(stat).alias("__y"))["__y"]
-        self.global_mean[stat.name] = float(y.mean()) if stat.stat != "count" and y.count() else 0.0
+        # polars types Series.mean() as any scalar; a float column with values has a float mean
+        self.global_mean[stat.name] = float(cast(float, y.mean())) if stat.stat != "count" and y.count() else 0.0
         self.tables[stat.name] = (
             self._with_target(df, stat)
             .group_by(stat.keys)

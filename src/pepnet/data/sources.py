@@ -122,7 +122,7 @@ def read_files(paths: list[str]) -> Frame:
     """Concatenate several files (same columns) into one Frame with provenance columns."""
     if not paths:
         raise DataError("no data files given")
-    parts = []
+    parts: list[pl.DataFrame] = []
     for i, p in enumerate(paths):
         df = read_table(p)
         if parts and df.columns != parts[0].columns[: len(df.columns)]:

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import cast
 
 import polars as pl
 import pyarrow.parquet as pq
@@ -42,7 +43,7 @@ class ParquetStream:
         for f in self.files:
             pf = pq.ParquetFile(f)
             for i in range(pf.num_row_groups):
-                df = pl.from_arrow(pf.read_row_group(i))
+                df = cast(pl.DataFrame, pl.from_arrow(pf.read_row_group(i)))  # a Table gives a DataFrame
                 yield TensorData(self.encoder.transform(df))
 
     def _batches(self) -> Iterator[Batch]:

@@ -52,7 +52,7 @@ import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Literal
+from typing import Literal, cast
 
 import numpy as np
 import polars as pl
@@ -684,7 +684,7 @@ def generate(spec: SyntheticSpec, start_row: int = 0, n_rows: int | None = None)
     ``n_rows=None`` means up to ``spec.n_rows``. Any chunking gives identical rows.
     """
     start_row, n_rows = _check_range(spec, start_row, n_rows)
-    return pl.from_arrow(_table(spec, start_row, n_rows))
+    return cast(pl.DataFrame, pl.from_arrow(_table(spec, start_row, n_rows)))  # a Table gives a DataFrame
 
 
 def iter_frames(
@@ -694,7 +694,7 @@ def iter_frames(
     stop = spec.n_rows if stop_row is None else stop_row
     _check_range(spec, start_row, stop - start_row)
     for s in range(start_row, stop, chunk_rows):
-        yield pl.from_arrow(_table(spec, s, min(chunk_rows, stop - s)))
+        yield cast(pl.DataFrame, pl.from_arrow(_table(spec, s, min(chunk_rows, stop - s))))
 
 
 def period_bounds(spec: SyntheticSpec) -> list[tuple[int, int]]:

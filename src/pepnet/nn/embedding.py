@@ -36,6 +36,9 @@ class FeatureEmbedding(nn.Module):
     training mode each such id is replaced by the OOV row with that probability, so the OOV row learns
     what a new or rare id looks like (cold start) instead of staying at its initial value.
     """
+    drop_fields: torch.Tensor  # buffer (register_buffer)
+    drop_rows: torch.Tensor  # buffer (register_buffer)
+    drop_probs: torch.Tensor  # buffer (register_buffer)
 
     def __init__(self, num_embeddings: int, n_dense: int, dim: int, sparse_grad: bool = True, init_std: float = 0.05,
                  oov_dropout: list[tuple[int, int, float]] | tuple = ()):
@@ -61,6 +64,6 @@ class FeatureEmbedding(nn.Module):
             emb = torch.cat([emb, dense.unsqueeze(-1).to(emb.dtype) * self.dense_vectors], dim=1)
         return emb
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         """Parameters that the trainer optimises with Adagrad (the table and the dense-field vectors)."""
         return [p for p in (self.table.weight, self.dense_vectors) if p is not None]

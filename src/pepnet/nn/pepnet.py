@@ -18,6 +18,9 @@ class PEPNet(nn.Module):
     ``use_epnet=False`` gives the PPNet-only ablation (O_ep = E); ``use_ppnet=False`` the
     EPNet-only ablation (plain task towers on O_ep).
     """
+    general_idx: torch.Tensor  # buffer (register_buffer)
+    domain_idx: torch.Tensor  # buffer (register_buffer)
+    prior_idx: torch.Tensor  # buffer (register_buffer)
 
     def __init__(self, layout: ModelLayout, cfg: ModelConfig, use_epnet: bool = True, use_ppnet: bool = True):
         super().__init__()
@@ -80,11 +83,12 @@ class PEPNet(nn.Module):
             logits, deltas = self.ppnet(o_ep, prior)
             gates.update({f"ppnet.{i}": g for i, g in enumerate(deltas)})
         else:
+            assert self.towers is not None  # built when PPNet is off
             logits = self.towers(o_ep)
         return logits, gates
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.forward_with_gates(sparse, dense)[0]
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.embedding.embedding_parameters()

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import importlib.util
 from collections.abc import Iterable
+from typing import cast
 
 import torch
 from torch import nn
@@ -56,6 +57,10 @@ class TorchRecFeatureEmbedding(nn.Module):
     forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fs + Fd, d]. ``oov_dropout`` as in
     :class:`~pepnet.nn.embedding.FeatureEmbedding` (training mode only).
     """
+    offsets: torch.Tensor  # buffer (register_buffer)
+    drop_fields: torch.Tensor  # buffer (register_buffer)
+    drop_rows: torch.Tensor  # buffer (register_buffer)
+    drop_probs: torch.Tensor  # buffer (register_buffer)
 
     def __init__(
         self,
@@ -101,6 +106,7 @@ class TorchRecFeatureEmbedding(nn.Module):
                 out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start : start + n])
                 start += n
             if n_dense:
+                assert out.dense_vectors is not None and fused.dense_vectors is not None  # n_dense > 0
                 out.dense_vectors.copy_(fused.dense_vectors)
         return out
 
@@ -120,13 +126,13 @@ class TorchRecFeatureEmbedding(nn.Module):
             emb = torch.cat([emb, dense.unsqueeze(-1).to(emb.dtype) * self.dense_vectors], dim=1)
         return emb
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return [p for p in (*self.ebc.parameters(), self.dense_vectors) if p is not None]
 
 
 def use_torchrec_embedding(model: nn.Module, field_sizes: Iterable[int]) -> nn.Module:
     """Replace ``model.embedding`` (a fused FeatureEmbedding) by the equivalent TorchRec one, weights kept."""
-    model.embedding = TorchRecFeatureEmbedding.from_fused(model.embedding, field_sizes)
+    model.embedding = TorchRecFeatureEmbedding.from_fused(cast(FeatureEmbedding, model.embedding), field_sizes)
     return model
 
 

@@ -127,6 +127,7 @@ class ShardedBatches(BatchLoader):
 
     def __iter__(self) -> Iterator[Batch]:
         order = self._order()
+        assert order is not None  # always shuffled (shuffle=True above)
         n = len(self.data)
         for b in range(self.start_batch, len(self)):
             idx = order[b * self.batch_size: min((b + 1) * self.batch_size, n)]

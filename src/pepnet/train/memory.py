@@ -109,7 +109,8 @@ def plan_memory(
     arrays when ``train.data_on_device`` puts them on a GPU."""
     with torch.device("meta"):
         model = build_model(layout, model_cfg)
-    emb = list(model.embedding_parameters()) if hasattr(model, "embedding_parameters") else []
+    # torch types nn.Module's dynamic attributes as Tensor | Module ("not callable"); hasattr guards the call
+    emb = list(model.embedding_parameters()) if hasattr(model, "embedding_parameters") else []  # type: ignore[operator]
     emb_ids = {id(p) for p in emb}
     n_emb = sum(p.numel() for p in emb)
     n_dense = sum(p.numel() for p in model.parameters() if id(p) not in emb_ids)

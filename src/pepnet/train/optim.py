@@ -18,7 +18,10 @@ def make_optimizers(
     parameters an optimiser inside the backward pass already updates (TorchRec's sharded tables), left out."""
     skip = {id(p) for p in fused}
     emb = [
-        p for p in (model.embedding_parameters() if hasattr(model, "embedding_parameters") else []) if id(p) not in skip
+        p
+        # torch types nn.Module's dynamic attributes as Tensor | Module (so "not callable"); hasattr guards the call
+        for p in (model.embedding_parameters() if hasattr(model, "embedding_parameters") else [])  # type: ignore[operator]
+        if id(p) not in skip
     ]
     skip |= {id(p) for p in emb}
     dense = [p for p in model.parameters() if p.requires_grad and id(p) not in skip]

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import copy
 import inspect
+from typing import TYPE_CHECKING, cast
 
 import torch
 from torch import nn
@@ -22,6 +23,9 @@ from ..nn import torchrec_embedding as trec
 from .distributed import DistContext, broadcast_parameters
 from .optim import make_optimizers
 
+if TYPE_CHECKING:
+    from torchrec.distributed.model_parallel import DistributedModelParallel
+
 # the planner's choices for ``auto``: not data_parallel (replicated tables; pepnet's own data-parallel path is
 # embedding_sharding=none), whose training did not match the unsharded run (docs/distributed.md)
 MODEL_PARALLEL = ["table_wise", "column_wise", "table_column_wise", "row_wise", "table_row_wise"]
@@ -29,7 +33,7 @@ EPS = inspect.signature(torch.optim.Adagrad).parameters["eps"].default  # pepnet
 
 
 def shard_model(model: nn.Module, device: torch.device, sharding_type: str | list[str] | None = None,
-                batch_size: int = 1024) -> nn.Module:
+                batch_size: int = 1024) -> DistributedModelParallel:
     """Wrap ``model`` (with a :class:`TorchRecFeatureEmbedding` as ``model.embedding``) in
     ``DistributedModelParallel`` on the current process group. ``sharding_type`` (``table_wise``,
     ``column_wise``, ``row_wise``, ...) forces one layout for every table, a list lets TorchRec's planner choose
@@ -41,7 +45,7 @@ def shard_model(model: nn.Module, device: torch.device, sharding_type: str | lis
     from torchrec.distributed.types import ShardingEnv
 
     world = dist.get_world_size()
-    keys = model.embedding.keys
+    keys = cast(trec.TorchRecFeatureEmbedding, model.embedding).keys
     types = [sharding_type] if isinstance(sharding_type, str) else sharding_type
     constraints = {k: ParameterConstraints(sharding_types=list(types)) for k in keys} if types else None
     planner = EmbeddingShardingPlanner(topology=Topology(world_size=world, compute_device=device.type),
@@ -65,6 +69,7 @@ def gather_full_state(sharded: nn.Module) -> dict[str, torch.Tensor]:
             value.gather(0, full)
             obj = [full]
             dist.broadcast_object_list(obj, 0)
+            assert obj[0] is not None  # rank 0's gathered tensor, broadcast to every rank
             out[name] = obj[0]
         elif hasattr(value, "full_tensor"):  # DTensor
             out[name] = value.full_tensor()
@@ -117,7 +122,9 @@ class ShardedEmbeddings:
         # fbgemm's EXACT_ADAGRAD = torch's Adagrad update; its default eps (1e-8) is not torch's (1e-10), which moves
         # the loss curve visibly (the embedding gradients are small), so torch's is passed
         apply_optimizer_in_backward(
-            torch.optim.Adagrad, trec_model.embedding.ebc.parameters(), {"lr": cfg.embedding_lr, "eps": EPS}
+            torch.optim.Adagrad,
+            cast(trec.TorchRecFeatureEmbedding, trec_model.embedding).ebc.parameters(),
+            {"lr": cfg.embedding_lr, "eps": EPS},
         )
         start = {k: v.clone() for k, v in trec_model.state_dict().items()}
         kind = cfg.embedding_sharding if cfg.embedding_sharding != "auto" else MODEL_PARALLEL
@@ -128,7 +135,8 @@ class ShardedEmbeddings:
     def optimizers(self, cfg: TrainConfig) -> list[torch.optim.Optimizer]:
         """Adagrad for the dense-field vectors and Adam for the dense weights; the tables' Adagrad is fused."""
         inner = self.module.module
-        return make_optimizers(inner, cfg, fused=inner.embedding.ebc.parameters())
+        embedding = cast(trec.TorchRecFeatureEmbedding, inner.embedding)
+        return make_optimizers(inner, cfg, fused=embedding.ebc.parameters())
 
     def full_state(self) -> dict[str, torch.Tensor]:
         """The plain model's state_dict (fused table) from the shards; a collective: every rank must call it."""

@@ -43,6 +43,7 @@ class EmbeddedInput(nn.Module):
 
     forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fin * d] (the fields, flattened).
     """
+    input_idx: torch.Tensor  # buffer (register_buffer)
 
     def __init__(self, layout: ModelLayout, dim: int):
         super().__init__()
@@ -62,7 +63,7 @@ class EmbeddedInput(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.select(self.embed(sparse, dense))
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.embedding.embedding_parameters()
 
 

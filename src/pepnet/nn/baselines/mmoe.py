@@ -46,5 +46,5 @@ class MMoE(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.forward_with_gates(sparse, dense)[0]
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.input.embedding_parameters()

@@ -83,5 +83,5 @@ class PLE(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.forward_with_gates(sparse, dense)[0]
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.input.embedding_parameters()

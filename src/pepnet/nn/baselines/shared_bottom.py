@@ -26,5 +26,5 @@ class SharedBottom(nn.Module):
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.towers(self.bottom(self.input(sparse, dense))[0])
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.input.embedding_parameters()

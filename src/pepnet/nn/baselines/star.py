@@ -35,6 +35,9 @@ class PartitionedNorm(nn.Module):
     statistics of the row's domain (the whole batch's when its domain has fewer than 2 rows in the batch);
     evaluation: the domain's running statistics (the global running ones for a domain never trained on).
     """
+    running_mean: torch.Tensor  # buffer (register_buffer)
+    running_var: torch.Tensor  # buffer (register_buffer)
+    seen: torch.Tensor  # buffer (register_buffer)
 
     def __init__(self, dim: int, n_parts: int, momentum: float = 0.1, eps: float = 1e-5):
         super().__init__()
@@ -120,6 +123,7 @@ class STAR(nn.Module):
 
     ``logits = towers(StarFCN(PN(E), p)) + aux_towers(E(F_d))`` where p is the row's domain (layout.domain_field).
     """
+    domain_idx: torch.Tensor  # buffer (register_buffer)
 
     def __init__(self, layout: ModelLayout, cfg: ModelConfig):
         super().__init__()
@@ -146,5 +150,5 @@ class STAR(nn.Module):
         main = self.towers(self.fcn(self.pn(self.input.select(emb), domain), domain))
         return main + self.aux(emb.index_select(1, self.domain_idx).flatten(1))
 
-    def embedding_parameters(self) -> list[nn.Parameter]:
+    def embedding_parameters(self) -> list[torch.Tensor]:
         return self.input.embedding_parameters()
