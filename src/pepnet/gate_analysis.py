@@ -43,10 +43,10 @@ class GateSummary:
                                       ("PPNet: mean gate per (domain, layer) x task", self.ppnet)) if t is not None]
         fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 0.25 * max(t.height for _, t in tables) + 2.5),
                                  squeeze=False)
-        for ax, (title, table) in zip(axes[0], tables):
+        for ax, (title, table) in zip(axes[0], tables, strict=True):
             labels = table.columns[1:] if title.startswith("EP") else table.columns[2:]
             rows = table[table.columns[0]].cast(pl.String).to_list() if title.startswith("EP") else \
-                [f"{d} / L{layer}" for d, layer in zip(table["domain"].to_list(), table["layer"].to_list())]
+                [f"{d} / L{layer}" for d, layer in zip(table["domain"].to_list(), table["layer"].to_list(), strict=True)]
             values = table.select(labels).to_numpy()
             im = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=min(values.min(), 2 - values.max()),
                            vmax=max(values.max(), 2 - values.min()))

@@ -56,7 +56,7 @@ class NaivePEPNet(nn.Module):
             self.epnet_gate = _Gate((len(self.domain) + len(self.general)) * d, cfg.gate_hidden, out, cfg.gamma)
         dims = [n_gen, *cfg.hidden_units]
         self.towers = nn.ModuleList(
-            nn.ModuleList([*(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:])), nn.Linear(dims[-1], 1)])
+            nn.ModuleList([*(nn.Linear(a, b) for a, b in zip(dims[:-1], dims[1:], strict=True)), nn.Linear(dims[-1], 1)])
             for _ in range(T)
         )
         self.dropout = nn.Dropout(cfg.dropout)
@@ -115,7 +115,7 @@ def copy_weights(src: PEPNet, dst: NaivePEPNet, sparse_fields: list[FieldInfo]) 
     """Load ``src``'s weights into ``dst`` (fused table rows -> per-field tables, stacked tower and gate
     slices -> per-task Linear layers); afterwards both compute the same function."""
     table = src.embedding.table.weight
-    for f, emb in zip(sparse_fields, dst.embeddings):
+    for f, emb in zip(sparse_fields, dst.embeddings, strict=True):
         emb.weight.copy_(table[f.offset:f.offset + f.size])
     for j, v in enumerate(dst.dense_vectors):
         v.copy_(src.embedding.dense_vectors[j])
@@ -138,7 +138,7 @@ def copy_weights(src: PEPNet, dst: NaivePEPNet, sparse_fields: list[FieldInfo]) 
             linear(lin, towers.weights[layer][t], towers.biases[layer][t])
         linear(tower[-1], towers.out_weight[t], towers.out_bias[t])
     if dst.use_ppnet:
-        for layer, (g_dst, g_src) in enumerate(zip(dst.ppnet_gates, src.ppnet.gates)):
+        for layer, (g_dst, g_src) in enumerate(zip(dst.ppnet_gates, src.ppnet.gates, strict=True)):
             if isinstance(g_dst, _Gate):
                 gate(g_dst, g_src)
             else:

@@ -253,7 +253,7 @@ class Encoder:
             vocab = self.vocabs[spec.name]
             col = df[spec.source].drop_nulls()
             if col.dtype != vocab.dtype:
-                col = col.cast(vocab.dtype, strict=False).drop_nulls()
+                col = col.cast(vocab.dtype, strict=True).drop_nulls()
             vc = col.filter(~col.is_in(vocab.implode())).value_counts(name="__count")
             new = (vc.filter(pl.col("__count") >= spec.min_count)
                    .sort(["__count", vc.columns[0]], descending=[True, False])[vc.columns[0]])
@@ -280,7 +280,7 @@ class Encoder:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
-        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields)):
+        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=True)):
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
         dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
         for j, spec in enumerate(self._dense_specs()):
@@ -299,7 +299,7 @@ class Encoder:
         if name is None:
             return []
         vocab = self.vocabs[name]
-        vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=False)
+        vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=True)
         return [str(v) for v in vals.filter(~vals.is_in(vocab.to_list())).to_list()]
 
     # ------------------------------------------------------------------ persistence
