@@ -7,13 +7,13 @@ export PYTHONPATH=/tmp/site:$PWD/src PYTHONUNBUFFERED=1
 nvidia-smi --query-gpu=name,memory.total,driver_version,clocks.sm,clocks.max.sm,power.draw --format=csv | tee $OUT/env.txt
 python3 -c "import torch, polars; print(torch.__version__, torch.version.cuda, polars.__version__)" | tee -a $OUT/env.txt
 timeout 60 python3 -m pytest tests/test_cuda.py tests/bench/test_sparse_adagrad.py -q -p no:cacheprovider 2>&1 | tail -4 | tee $OUT/pytest.txt
-B="python3 -m pepnet bench industrial --device cuda --batch-size 65536 --infer-batch-size 131072 --steps 20 --windows 5 --warmup 3"
+B="python3 -m pepnet bench industrial --device cuda --batch-size 65536 --infer-batch-size 131072 --steps 20 --repeats 5 --warmup 3"
 timeout 200 $B --ablations --json $OUT/gpu_industrial.json \
   --variant "fp32: " --variant "bf16: train.amp=bf16" \
   --variant "bf16_ondev: train.amp=bf16 train.data_on_device=true" \
   --variant "bf16_ondev_128k: train.amp=bf16 train.data_on_device=true train.batch_size=131072" \
   2>&1 | grep -v -i warn | tee $OUT/gpu_bench.txt
-timeout 250 $B --no-naive --json $OUT/gpu_industrial_compile.json \
+timeout 250 $B --no-reference --json $OUT/gpu_industrial_compile.json \
   --variant "bf16_ondev_compile: train.amp=bf16 train.data_on_device=true train.compile=true" \
   --variant "bf16_ondev_compile_128k: train.amp=bf16 train.data_on_device=true train.compile=true train.batch_size=131072" \
   2>&1 | grep -v -i warn | tee $OUT/gpu_bench_compile.txt

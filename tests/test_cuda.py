@@ -76,20 +76,20 @@ def test_prefetcher_delivers_the_loader_batches_on_the_device():
         assert g.sparse.is_cuda and torch.equal(g.sparse.cpu(), e)
 
 
-def test_fast_and_naive_agree_on_gpu():
-    from pepnet.bench.naive import NaivePEPNet, copy_weights, local_ids
+def test_fast_and_reference_agree_on_gpu():
+    from pepnet.bench.reference import ReferencePEPNet, copy_weights, local_ids
     from pepnet.data.encoder import FieldInfo
 
     torch.manual_seed(0)
     fields = [FieldInfo(f"s{i}", "sparse", 15, 15 * i) for i in range(4)]
     fast = build_model(LAYOUT, CFG).cuda()
-    naive = NaivePEPNet([15] * 4, LAYOUT, CFG)
-    copy_weights(fast, naive, fields)
-    naive.cuda()
+    ref = ReferencePEPNet([15] * 4, LAYOUT, CFG)
+    copy_weights(fast, ref, fields)
+    ref.cuda()
     b = data(256).batch(slice(None))
     local = torch.from_numpy(local_ids(b.sparse.numpy(), fields)).cuda()
     torch.backends.cuda.matmul.allow_tf32 = False
-    torch.testing.assert_close(fast(b.sparse.cuda(), b.dense.cuda()), naive(local, b.dense.cuda()), rtol=1e-4, atol=1e-5)
+    torch.testing.assert_close(fast(b.sparse.cuda(), b.dense.cuda()), ref(local, b.dense.cuda()), rtol=1e-4, atol=1e-5)
 
 
 def test_rowwise_adagrad_matches_torch_adagrad_on_gpu():

@@ -8,6 +8,7 @@ pepnet quickstart [--out RUN_DIR]
 pepnet compare CONFIG --out DIR [--models a,b,...] [--seeds N] [--ablations]
 pepnet export RUN_DIR (--out EXPORT_DIR | --publish MODELS_DIR)
 pepnet serve EXPORT_DIR|MODELS_DIR [--host 127.0.0.1] [--port 8000] [--workers N]
+pepnet seesaw CONFIG --out DIR [--seeds N] [--compare COMPARE_DIR]
 """
 from __future__ import annotations
 
@@ -184,17 +185,19 @@ def bench(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or cuda:N"),
     batch_size: Optional[int] = typer.Option(None, "--batch-size", help="training batch (default: the config's)"),
     infer_batch_size: Optional[int] = typer.Option(None, "--infer-batch-size", help="inference batch (default: train.eval_batch_size)"),
-    steps: int = typer.Option(20, "--steps", help="steps per timed window"),
-    windows: int = typer.Option(5, "--windows", help="timed windows (the median is reported)"),
-    warmup: int = typer.Option(5, "--warmup", help="untimed steps first"),
+    steps: int = typer.Option(10, "--steps", help="steps per timed window"),
+    repeats: int = typer.Option(5, "--repeats", min=1, help="interleaved rounds: each contender is timed once per "
+                                "round; the median and interquartile range over rounds are reported"),
+    warmup: int = typer.Option(3, "--warmup", help="untimed steps of each contender first"),
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every variant"),
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
-    naive: bool = typer.Option(True, "--naive/--no-naive", help="also time the straightforward implementation"),
+    reference: bool = typer.Option(True, "--reference/--no-reference",
+                                   help="also time the reference implementation (pepnet.bench.reference)"),
     ablations: bool = typer.Option(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
 ) -> None:
-    """Training / inference samples/s vs the FLOP bound and a straightforward implementation."""
+    """Training / inference samples/s vs the matmul bound and a reference implementation, interleaved."""
     import json
 
     from .bench import format_table, run_bench
@@ -205,13 +208,17 @@ def bench(
         for v in variant:
             label, _, rest = v.partition(":")
             variants[label.strip()] = rest.split()
-    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size, infer_batch_size=infer_batch_size,
-                       steps=steps, windows=windows, warmup=warmup, threads=threads, overrides=set_, variants=variants,
-                       naive=naive, ablations=ablations, command="pepnet " + " ".join(sys.argv[1:]))
+    result = run_bench(str(resolve_config(config)), device=device, batch_size=batch_size,
+                       infer_batch_size=infer_batch_size,
+                       steps=steps, repeats=repeats, warmup=warmup, threads=threads, overrides=set_,
+                       variants=variants, reference=reference, ablations=ablations,
+                       command="pepnet " + " ".join(sys.argv[1:]))
     typer.echo(format_table(result))
     if json_out is not None:
+        from .fileio import atomic_write
+
         json_out.parent.mkdir(parents=True, exist_ok=True)
-        json_out.write_text(json.dumps(result, indent=1))
+        atomic_write(json_out, json.dumps(result, indent=1))
         typer.echo(f"written: {json_out}")
 
 
@@ -255,10 +262,16 @@ def serve(
     access_log: bool = typer.Option(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
+    from .export.publish import current_version, is_models_dir
+    from .export.serving import MODEL_FILE
     from .serve.app import Settings, run
 
-    if not source.exists():
-        raise FileNotFoundError(f"{source} does not exist; expected an export or a models directory")
+    if is_models_dir(source) and current_version(source) is None:
+        raise FileNotFoundError(f"{source} has no published version yet (no 'current'); publish one with "
+                                "`pepnet export RUN_DIR --publish MODELS_DIR`")
+    if not is_models_dir(source) and not (source / MODEL_FILE).is_file():
+        raise FileNotFoundError(f"{source} is neither an export directory (no {MODEL_FILE}) nor a models directory "
+                                "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`")
     run(Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
         host=host, port=port, workers=workers, access_log=access_log)
 
@@ -321,6 +334,32 @@ def compare(
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
     typer.echo(format_tables(result, per_domain=False))
+
+
+@app.command("seesaw")
+@_friendly
+def seesaw_cmd(
+    config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, seesaw, ...)"),
+    out: Path = typer.Option(..., "--out", "-o", help="folder for results.json / .md / .png and the runs"),
+    seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
+    set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
+    compare_dirs: Optional[list[str]] = typer.Option(None, "--compare", help="a `pepnet compare` folder on the same "
+                                                     "data and seeds: its models join the benchmark table"),
+    min_class: int = typer.Option(100, "--min-class", min=1, help="fewest positive and negative test labels of a "
+                                  "domain x task cell for a verdict"),
+    resume: bool = typer.Option(False, "--resume", help="reuse the runs already in --out"),
+) -> None:
+    """Domain and task seesaw: per domain, a model on its rows alone vs a domain-blind shared model on all rows vs
+    PEPNet; per task, single-task vs all tasks vs PEPNet. Paired differences per domain x task and verdicts."""
+    from .seesaw import seesaw
+
+    try:
+        result = seesaw(resolve_config(config), out, seeds=seeds, overrides=set_, compare_dirs=compare_dirs,
+                        min_class=min_class, resume=resume)
+    except (ValueError, FileExistsError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo("\n".join(result["verdicts"]))
 
 
 def main() -> None:

@@ -236,6 +236,17 @@ class SyntheticData(_Strict):
     drift: float = Field(0.0, ge=0.0)
     n_periods: int = Field(1, ge=1)
     seed: int = 0
+    domain_shares: list[float] = Field(default_factory=list, description="share of the rows in each domain "
+                                       "(normalised; empty: shares proportional to (d+1)^-0.6, domain 0 the largest)")
+    task_rates: list[float] = Field(default_factory=list, description="marginal positive rate of each task "
+                                    "(empty: 0.2, 0.05, 0.029, ...)")
+    domain_flip: float = Field(0.0, description="effect of d0 on every task: +domain_flip in domain 0, "
+                               "-domain_flip in the others (a domain seesaw)")
+    task_flip: float = Field(0.0, description="effect of d1: +task_flip on the first task, -task_flip on the "
+                             "others (conflicting task drivers)")
+    prior_gate: float = Field(0.0, description="effect of d2: prior_gate * a_u * b_i, with per-user and per-item "
+                              "sensitivities a_u, b_i ~ Exponential(1) (how much d2 matters depends on the user "
+                              "and the item)")
 
 
 class DataConfig(_Strict):
@@ -271,6 +282,9 @@ class ModelConfig(_Strict):
     epnet_granularity: Literal["element", "field"] = Field("element", description="one EPNet gate per embedding element or per field")
     stop_gradient: bool = Field(True, description="no gradient from the gates into the general embeddings E / O_ep")
     ppnet_gate_on: Literal["input", "output"] = Field("input", description="PPNet gate scales each layer's input (paper) or output")
+    ppnet_gate_output_layer: bool = Field(False, description="PPNet also gates the input of each task's output "
+                                          "layer (the last hidden layer's output), as the paper gates every DNN layer; "
+                                          "with ppnet_gate_on: output that input is already gated")
     ppnet_gate_mode: Literal["split", "per_task"] = Field("split", description="one gate split into T slices, or one gate per task")
     ppnet_priors: list[Literal["user_prior", "item_prior", "author_prior"]] = Field(
         default_factory=lambda: ["user_prior", "item_prior", "author_prior"], description="prior groups feeding PPNet"

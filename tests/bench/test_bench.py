@@ -1,9 +1,11 @@
-"""`pepnet bench` machinery: GEMM recording counts the right FLOPs; a tiny bench run fills every figure."""
+"""`pepnet bench` machinery: GEMM recording counts the right FLOPs; a tiny bench run fills every figure,
+interleaves the contenders round by round and reports the median and interquartile range of each."""
 from __future__ import annotations
 
 import json
 import math
 
+import pytest
 import torch
 from typer.testing import CliRunner
 
@@ -24,25 +26,46 @@ def test_gemm_recorder_counts_linear_flops_forward_and_backward():
     with GemmRecorder() as bm:
         torch.baddbmm(torch.zeros(3, 1, 5), x.detach().expand(3, -1, -1), w)
     assert bm.flops == 2 * 3 * 7 * 12 * 5
+    with torch.inference_mode(), GemmRecorder() as inf:      # reaches the dispatcher as aten.linear
+        lin(x)
+    assert inf.flops == 2 * 7 * 12 * 5
+    assert replay_seconds(inf.gemms, torch.device("cpu"), repeats=1, min_seconds=0.001) > 0
     assert replay_seconds(fwd.gemms + bm.gemms, torch.device("cpu"), repeats=1, min_seconds=0.001) > 0
+
+
+def test_spread_is_median_and_quartiles():
+    from pepnet.bench.core import spread
+
+    assert spread([5.0, 1.0, 3.0, 2.0, 4.0]) == {"median": 3.0, "q1": 2.0, "q3": 4.0}
 
 
 def test_bench_cli_on_tiny_synthetic(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "synthetic", "--set", "data.synthetic.n_rows=3000", "--set", "data.synthetic.n_users=100",
-            "--set", "data.synthetic.n_items=300", "--set", "train.eval_batch_size=512", "--batch-size", "256",
-            "--steps", "2", "--windows", "2", "--warmup", "1", "--threads", "1", "--json", str(out),
-            "--variant", "plain:", "--variant", "bf16: train.amp=bf16", "--ablations"]
+            "--set", "data.synthetic.n_items=300", "--set", "train.eval_batch_size=512", "--set", "model.dropout=0.1",
+            "--batch-size", "256", "--steps", "2", "--repeats", "3", "--warmup", "1", "--threads", "1",
+            "--json", str(out), "--variant", "plain:", "--variant", "bf16: train.amp=bf16", "--ablations"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
-    assert "vs naive" in res.output and "of bound" in res.output
+    assert "train vs ref" in res.output and "of bound" in res.output and "load average" in res.output
     r = json.loads(out.read_text())
     rows = {row["variant"]: row for row in r["rows"]}
-    assert set(rows) == {"plain", "bf16", "naive"} and rows["bf16"]["amp"] == "bf16"
+    assert set(rows) == {"plain", "bf16", "reference"} and rows["bf16"]["amp"] == "bf16"
+    assert len(r["load_average_start"]) == 3 and len(r["load_average_end"]) == 3
     plain = rows["plain"]
-    for key in ("train_sps", "infer_sps", "train_bound_sps", "infer_bound_sps", "train_speedup_vs_naive", "peak_rss_mib"):
-        assert math.isfinite(plain[key]) and plain[key] > 0, key
-    assert len(plain["train_sps_windows"]) == 2
-    # training GEMMs are ~3x the forward ones (input and weight gradients)
+    for key in ("train_sps", "infer_sps", "train_bound_sps", "infer_bound_sps", "train_fraction_of_bound",
+                "train_vs_reference", "infer_vs_reference"):
+        s = plain[key]
+        assert 0 < s["q1"] <= s["median"] <= s["q3"] and math.isfinite(s["q3"]), key
+        assert len(plain["rounds"][key]) == 3, key  # one figure per interleaved round
+    # ratios are taken round by round against the reference's figure of the same round
+    ref_train = rows["reference"]["rounds"]["train_sps"]
+    assert plain["rounds"]["train_vs_reference"] == [a / b for a, b in
+                                                     zip(plain["rounds"]["train_sps"], ref_train, strict=True)]
+    assert "train_vs_reference" not in rows["reference"]
+    # training GEMMs are ~3x the forward ones (input and weight gradients), the reference runs the same FLOPs
     assert 2.0 < plain["train_flops_per_sample"] / plain["infer_flops_per_sample"] < 3.2
+    for what in ("train", "infer"):
+        assert rows["reference"][f"{what}_flops_per_sample"] == pytest.approx(plain[f"{what}_flops_per_sample"],
+                                                                            rel=0.02), what
     assert [a["name"].split()[0] for a in r["ablations"]] == ["towers", "embedding", "embedding"]

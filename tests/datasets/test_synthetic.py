@@ -262,3 +262,35 @@ def test_write_periods(tmp_path):
         assert part.height == period_bounds(s)[p][1] - period_bounds(s)[p][0]
     with pytest.raises(ValueError):
         write(s, tmp_path / "x", files=0, progress=False)
+
+
+def test_planted_seesaw_effects_are_exactly_as_stated():
+    """domain_flip / task_flip / prior_gate add exactly +-flip * d0 by domain, +-flip * d1 by task and
+    gate * a_u * b_i * d2 to the logits (beside the recalibrated constants); the rows' features do not change;
+    domain_shares and task_rates set the domain mix and the positive rates."""
+    import dataclasses
+
+    from pepnet.datasets.synthetic import _params
+
+    plain = SyntheticSpec(n_rows=N, n_dense=3, domain_shares=(0.6, 0.3, 0.1), task_rates=(0.3, 0.05), seed=2)
+    planted = dataclasses.replace(plain, domain_flip=1.0, task_flip=0.8, prior_gate=0.5)
+    df_plain, df = generate(plain), generate(planted)
+    features = [c for c in plain.columns if c not in plain.tasks]
+    assert df.select(features).equals(df_plain.select(features))
+    shift = _params(planted).base - _params(plain).base
+    got = oracle_logits(planted, df) - oracle_logits(plain, df) - shift
+    d0, d1, d2 = (df[c].to_numpy().astype(np.float64) for c in ("d0", "d1", "d2"))
+    sign = np.where(df["domain_id"].to_numpy() == 0, 1.0, -1.0)
+    P = _params(planted)
+    gain = P.user_sense[df["user_id"].to_numpy()] * P.item_sense[df["item_id"].to_numpy()]
+    common = 1.0 * sign * d0 + 0.5 * gain * d2
+    np.testing.assert_allclose(got[:, 0], common + 0.8 * d1, atol=1e-4)
+    np.testing.assert_allclose(got[:, 1], common - 0.8 * d1, atol=1e-4)
+    shares = np.bincount(df["domain_id"].to_numpy(), minlength=3) / N
+    np.testing.assert_allclose(shares, [0.6, 0.3, 0.1], atol=_binom_tol(0.6, N))
+    for task, rate in zip(planted.tasks, planted.task_rates, strict=True):
+        assert abs(df[task].mean() - rate) < _binom_tol(rate, N) + 0.01
+    with pytest.raises(ValueError, match="prior_gate acts on dense feature d2"):
+        SyntheticSpec(n_dense=2, prior_gate=1.0)
+    with pytest.raises(ValueError, match="domain_shares"):
+        SyntheticSpec(n_domains=3, domain_shares=(0.5, 0.5))

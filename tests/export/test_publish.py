@@ -59,3 +59,10 @@ def test_stream_publishes_after_each_period(tmp_path, tiny_config_file, monkeypa
                                    "--out", str(tmp_path / "run"), "--publish", str(tmp_path / "models")])
     assert res.exit_code == 0, res.output
     assert len(periods) == 2 and calls == [(tmp_path / "run", tmp_path / "models")] * 2
+
+
+def test_serve_refuses_a_folder_with_nothing_to_serve(tmp_path):
+    (tmp_path / "models" / "versions").mkdir(parents=True)
+    for folder, expected in ((tmp_path / "models", "no published version yet"), (tmp_path, "neither an export")):
+        res = CliRunner().invoke(app, ["serve", str(folder)])
+        assert res.exit_code == 2 and expected in res.output, res.output

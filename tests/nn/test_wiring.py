@@ -19,6 +19,7 @@ VARIANTS = [
     {"ppnet_gate_on": "output"},
     {"epnet_granularity": "field"},
     {"stop_gradient": False},
+    {"ppnet_gate_output_layer": True},
 ]
 
 
@@ -318,3 +319,26 @@ def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
             others = [k for k in range(3) if k != t]
             torch.testing.assert_close(logits[:, others], base[:, others], rtol=0, atol=0)
             assert (logits[:, t] - base[:, t]).abs().max() > 1e-4, f"task {t}'s slice does not reach tower {t}"
+
+
+def test_ppnet_gate_output_layer_scales_the_input_of_each_tasks_output_layer(tiny):
+    """``ppnet_gate_output_layer``: one more PPNet gate, [B, T, hidden_units[-1]], multiplies the last hidden
+    layer's output before each task's output layer; gate_on=output already gates it, so nothing is added there."""
+    model = tiny.model(ppnet_gate_output_layer=True).eval()
+    towers = model.ppnet.towers
+    assert len(model.ppnet.gates) == 3 and towers.gate_widths == [3 * 4, 8, 6]
+    seen = _capture_epnet(model)
+    sparse, dense = tiny.batch(8)
+    with torch.no_grad():
+        logits, gates = model.forward_with_gates(sparse, dense)
+        assert gates["ppnet.2"].shape == (8, 2, 6)
+        # rebuild the logits from the towers' weights: every hidden layer's input gated, then the output layer's
+        h = seen["o_ep"].flatten(1).unsqueeze(0).expand(2, -1, -1)
+        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=True)):
+            h = torch.relu(torch.baddbmm(b, h * gates[f"ppnet.{layer}"].transpose(0, 1), w))
+        gated = torch.baddbmm(towers.out_bias, h * gates["ppnet.2"].transpose(0, 1), towers.out_weight)
+        torch.testing.assert_close(logits, gated.squeeze(-1).transpose(0, 1))
+        ungated = torch.baddbmm(towers.out_bias, h, towers.out_weight).squeeze(-1).transpose(0, 1)
+        assert (logits - ungated).abs().max() > 1e-4
+    assert len(tiny.model(ppnet_gate_output_layer=True, ppnet_gate_on="output").ppnet.gates) == 2
+    assert len(tiny.model().ppnet.gates) == 2

@@ -1,12 +1,15 @@
-"""``pepnet bench``: training / inference throughput of our PEPNet path against the FLOP bound and
-against a straightforward implementation, measured in one process on the same data.
+"""``pepnet bench``: training / inference throughput of our PEPNet path against its matmul bound and
+against the reference implementation (:mod:`pepnet.bench.reference`), measured in one process on the same data.
 
-Protocol: for each variant (the config, plus ``--variant`` overrides such as ``train.amp=bf16``) build
-the model from the same seed, run ``warmup`` steps, then ``windows`` timed windows of ``steps`` steps each
-(a window also ends after ``max_window_s`` seconds); speed = median over windows of samples / second.
-Training steps go through :meth:`pepnet.train.trainer.Trainer.step` (the real training path) fed by
-:class:`~pepnet.data.batches.BatchLoader` (shuffled slices; on CUDA through the prefetching loader);
-inference runs the model's forward under ``torch.inference_mode``.
+Protocol. Every contender (the config, each ``--variant`` such as ``train.amp=bf16``, and the reference built
+from the same config with pepnet's initial weights copied in) is built and warmed up (``warmup`` training steps
+and inference batches). Then ``repeats`` rounds: in each round every contender runs one training window of
+``steps`` steps, then every contender one inference window of ``steps`` batches (a window also ends after
+``max_window_s`` seconds), in an order rotated round by round, and the matmul bound of every contender is
+re-timed in the same round. Each figure, and each ratio (computed round by round, so both sides of a ratio saw
+the same load), is reported as its median and interquartile range over the rounds. Training steps go through
+:meth:`pepnet.train.trainer.Trainer.step` fed by :class:`~pepnet.data.batches.BatchLoader` (shuffled slices;
+on CUDA through the prefetching loader); inference runs the model's forward under ``torch.inference_mode``.
 """
 from __future__ import annotations
 
@@ -14,8 +17,6 @@ import datetime as _dt
 import os
 import platform
 import resource
-import statistics
-import threading
 import time
 from dataclasses import dataclass, field
 from typing import Any, Callable, Iterator
@@ -29,19 +30,12 @@ from ..nn import build_model
 from ..prepare import layout_from_encoder, prepare
 from ..train.runtime import resolve_device, seed_everything
 from ..train.trainer import Trainer
-from .flops import GemmRecorder, replay_seconds
-from .naive import NaivePEPNet, NaiveTrainer, RowDataset, copy_weights, local_ids
+from .flops import Gemm, GemmRecorder, replay_seconds
+from .reference import ReferencePEPNet, ReferenceTrainer, copy_weights, local_ids, shuffled_batches
 
-
-@dataclass
-class Timing:
-    """Samples / second of each timed window; ``median`` is what the table shows."""
-
-    per_window: list[float] = field(default_factory=list)
-
-    @property
-    def median(self) -> float:
-        return statistics.median(self.per_window) if self.per_window else float("nan")
+REFERENCE = "reference"
+# figures measured each round (ratios to the reference are added per round)
+FIGURES = ("train_sps", "infer_sps", "train_bound_sps", "infer_bound_sps")
 
 
 def _sync(device: torch.device) -> None:
@@ -49,24 +43,24 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def time_windows(step: Callable[[], int], device: torch.device, warmup: int, steps: int, windows: int,
-                 max_window_s: float) -> Timing:
-    """Run ``warmup`` calls of ``step`` (each returns its batch size), then ``windows`` windows of up to
-    ``steps`` calls (or ``max_window_s`` seconds, at least one call); samples/s per window."""
-    for _ in range(warmup):
-        step()
+def time_window(step: Callable[[], int], device: torch.device, steps: int, max_window_s: float) -> float:
+    """Samples / second over up to ``steps`` calls of ``step`` (each returns its batch size), ending early
+    after ``max_window_s`` seconds (at least one call)."""
     _sync(device)
-    out = Timing()
-    for _ in range(windows):
-        n, k, t0 = 0, 0, time.perf_counter()
-        while k < steps:
-            n += step()
-            k += 1
-            if time.perf_counter() - t0 > max_window_s:
-                break
-        _sync(device)
-        out.per_window.append(n / (time.perf_counter() - t0))
-    return out
+    n, k, t0 = 0, 0, time.perf_counter()
+    while k < steps:
+        n += step()
+        k += 1
+        if time.perf_counter() - t0 > max_window_s:
+            break
+    _sync(device)
+    return n / (time.perf_counter() - t0)
+
+
+def spread(values: list[float]) -> dict[str, float]:
+    """Median and interquartile range (25th and 75th percentiles) of ``values``."""
+    q1, med, q3 = np.percentile(np.asarray(values, dtype=float), [25, 50, 75])
+    return {"median": float(med), "q1": float(q1), "q3": float(q3)}
 
 
 def _cycle(make: Callable[[int], Any]) -> Iterator:
@@ -87,36 +81,6 @@ def peak_rss_mib() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-class _GpuUtil:
-    """Mean GPU utilisation (NVML's % of time a kernel ran) sampled in a thread while active."""
-
-    def __init__(self, device: torch.device):
-        self.device, self.samples, self._stop = device, [], threading.Event()
-
-    def __enter__(self) -> "_GpuUtil":
-        if self.device.type == "cuda":
-            try:
-                torch.cuda.utilization(self.device)
-            except Exception:  # no NVML bindings: report None
-                return self
-            self._thread = threading.Thread(target=self._run, daemon=True)
-            self._thread.start()
-        return self
-
-    def _run(self) -> None:
-        while not self._stop.wait(0.05):
-            self.samples.append(torch.cuda.utilization(self.device))
-
-    def __exit__(self, *exc) -> None:
-        self._stop.set()
-        if hasattr(self, "_thread"):
-            self._thread.join()
-
-    @property
-    def mean(self) -> float | None:
-        return float(np.mean(self.samples)) if self.samples else None
-
-
 def _train_batches(data: TensorData, tc: TrainConfig, device: torch.device) -> Iterator:
     if tc.data_on_device:
         data = data.to(device)
@@ -130,130 +94,177 @@ def _train_batches(data: TensorData, tc: TrainConfig, device: torch.device) -> I
     return _cycle(epoch)
 
 
-def _gemm_bound(model, trainer: Trainer, batch, training: bool) -> tuple[float, float]:
-    """(matmul FLOPs of one step on ``batch``, seconds those matmuls take alone on this machine)."""
-    b = batch.to(trainer.device)
+def _record(forward: Callable[[], torch.Tensor], model: torch.nn.Module, training: bool,
+            amp: bool, device: torch.device) -> list[Gemm]:
+    """The matrix products of one forward (and, with ``training``, backward) pass."""
     rec = GemmRecorder()
-    ctx = torch.autocast(trainer.device.type, dtype=torch.bfloat16, enabled=trainer.amp_dtype is not None)
+    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)
     if training:
         model.train()
         with rec, ctx:
-            logits = model(b.sparse, b.dense)
+            logits = forward()
         with rec:
             logits.float().sum().backward()
         model.zero_grad(set_to_none=True)
     else:
         model.eval()
         with torch.inference_mode(), rec, ctx:
-            model(b.sparse, b.dense)
-    return float(rec.flops), replay_seconds(rec.gemms, trainer.device)
+            forward()
+    return rec.gemms
 
 
-def bench_variant(name: str, config: ExperimentConfig, data: TensorData, layout, device: torch.device, *,
-                  warmup: int, steps: int, windows: int, max_window_s: float, infer_batch_size: int,
-                  log: Callable[[str], None]) -> dict:
-    """Train and inference throughput, FLOP bound and memory of one configuration."""
+@dataclass
+class Contender:
+    """One implementation under test: its training step and inference batch (each returns its batch size)
+    and the matrix products of one training step and one inference batch."""
+
+    name: str
+    train_step: Callable[[], int]
+    infer_step: Callable[[], int]
+    train_gemms: list[Gemm]
+    infer_gemms: list[Gemm]
+    batch_size: int
+    infer_batch_size: int
+    info: dict = field(default_factory=dict)
+
+    def flops(self, training: bool) -> float:
+        return float(sum(g.flops for g in (self.train_gemms if training else self.infer_gemms)))
+
+
+def _warm(c: Contender, warmup: int) -> Contender:
+    for _ in range(warmup):
+        c.train_step()
+    for _ in range(warmup):
+        c.infer_step()
+    return c
+
+
+def pepnet_contender(name: str, config: ExperimentConfig, data: TensorData, layout, device: torch.device,
+                     infer_batch_size: int) -> Contender:
+    """pepnet's own path: Trainer.step on BatchLoader batches; the (compiled, autocast) forward for inference."""
     tc = config.train
     seed_everything(tc.seed)
     model = build_model(layout, config.model)
     weights = [s.weight for s in config.schema_.labels.values()]
     trainer = Trainer(model, tc, list(layout.tasks), weights, device=device, log=lambda _: None)
-    if device.type == "cuda":
-        torch.cuda.reset_peak_memory_stats(device)
     batches = _train_batches(data, tc, device)
-    first = next(batches)
-    train_flops, train_gemm_s = _gemm_bound(trainer.model, trainer, first, training=True)
-    infer_batch = data.batch(slice(0, min(infer_batch_size, len(data))))
-    infer_flops, infer_gemm_s = _gemm_bound(trainer.model, trainer, infer_batch, training=False)
-    log(f"[{name}] matmuls alone: train step {train_gemm_s * 1e3:.2f} ms, forward {infer_gemm_s * 1e3:.2f} ms")
-
-    model.train()
+    amp = trainer.amp_dtype is not None
+    first = next(batches).to(device)
+    infer_data = data.to(device) if tc.data_on_device else data
+    ib = infer_data.batch(slice(0, infer_batch_size)).to(device)
+    train_gemms = _record(lambda: model(first.sparse, first.dense), model, True, amp, device)
+    infer_gemms = _record(lambda: model(ib.sparse, ib.dense), model, False, amp, device)
+    infer_iter = _cycle(lambda e: BatchLoader(infer_data, infer_batch_size, drop_last=True))
 
     def train_step() -> int:
+        model.train()
         b = next(batches)
         trainer.step(b)
         return len(b)
 
-    with _GpuUtil(device) as util:
-        train = time_windows(train_step, device, warmup, steps, windows, max_window_s)
-    log(f"[{name}] train {train.median:,.0f} samples/s (windows: {', '.join(f'{v:,.0f}' for v in train.per_window)})")
-
-    model.eval()
-    infer_data = data.to(device) if tc.data_on_device else data
-    infer_iter = _cycle(lambda e: BatchLoader(infer_data, infer_batch_size, drop_last=True))
-    ctx = torch.autocast(device.type, dtype=torch.bfloat16, enabled=trainer.amp_dtype is not None)
-
     def infer_step() -> int:
+        model.eval()
         b = next(infer_iter).to(device, non_blocking=True)
-        with torch.inference_mode(), ctx:
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
             torch.sigmoid(trainer.forward(b.sparse, b.dense).float())
         return len(b)
 
-    infer = time_windows(infer_step, device, warmup, steps, windows, max_window_s)
-    log(f"[{name}] inference {infer.median:,.0f} samples/s")
-    B = tc.batch_size
-    row = {
-        "variant": name,
-        "batch_size": B,
-        "infer_batch_size": infer_batch_size,
-        "amp": tc.amp,
-        "compile": tc.compile,
-        "data_on_device": tc.data_on_device,
-        "train_sps": train.median,
-        "train_sps_windows": train.per_window,
-        "infer_sps": infer.median,
-        "infer_sps_windows": infer.per_window,
-        "train_flops_per_sample": train_flops / B,
-        "infer_flops_per_sample": infer_flops / infer_batch_size,
-        "train_matmul_tflops": train_flops / train_gemm_s / 1e12,
-        "infer_matmul_tflops": infer_flops / infer_gemm_s / 1e12,
-        "train_bound_sps": B / train_gemm_s,
-        "infer_bound_sps": infer_batch_size / infer_gemm_s,
-        "peak_rss_mib": peak_rss_mib(),
-        "peak_gpu_mib": torch.cuda.max_memory_allocated(device) / 2**20 if device.type == "cuda" else None,
-        "gpu_util_pct": util.mean,
-    }
-    row["train_fraction_of_bound"] = row["train_sps"] / row["train_bound_sps"]
-    row["infer_fraction_of_bound"] = row["infer_sps"] / row["infer_bound_sps"]
-    row["infer_over_train"] = row["infer_sps"] / row["train_sps"]
-    del trainer, model, batches
-    return row
+    return Contender(name, train_step, infer_step, train_gemms, infer_gemms, tc.batch_size, infer_batch_size,
+                     {"amp": tc.amp, "compile": tc.compile, "data_on_device": tc.data_on_device})
 
 
-def bench_naive(config: ExperimentConfig, prep, layout, device: torch.device, *, warmup: int, steps: int,
-                windows: int, max_window_s: float, log: Callable[[str], None]) -> dict:
-    """Training throughput of the straightforward implementation (fp32, DataLoader, per-field modules)."""
+def reference_contender(config: ExperimentConfig, prep, layout, device: torch.device,
+                        infer_batch_size: int) -> Contender:
+    """The reference implementation of the same config, starting from the same weights as pepnet's model;
+    its batches are sliced from tensors already in memory (on the device with ``train.data_on_device``)."""
     tc = config.train
     seed_everything(tc.seed)
-    enc = prep.encoded["train"]
-    fields = prep.encoder.sparse_fields
-    naive = NaivePEPNet([f.size for f in fields], layout, config.model)
-    copy_weights(build_model(layout, config.model), naive, fields)
+    enc, fields = prep.encoded["train"], prep.encoder.sparse_fields
+    model = ReferencePEPNet([f.size for f in fields], layout, config.model)
+    copy_weights(build_model(layout, config.model), model, fields)
     weights = torch.tensor([s.weight for s in config.schema_.labels.values()], device=device)
-    trainer = NaiveTrainer(naive, tc.embedding_lr, tc.dense_lr, device, weights)
-    ds = RowDataset(local_ids(enc.sparse, fields), enc.dense, enc.labels)
-    g = torch.Generator().manual_seed(tc.seed)
-    batches = _cycle(lambda e: torch.utils.data.DataLoader(ds, batch_size=tc.batch_size, shuffle=True,
-                                                           drop_last=True, generator=g))
+    amp = tc.amp == "bf16"
+    trainer = ReferenceTrainer(model, tc.embedding_lr, tc.dense_lr, device, weights, amp=amp)
+    where = device if tc.data_on_device else torch.device("cpu")
+    tensors = tuple(torch.from_numpy(np.ascontiguousarray(a)).to(where)
+                    for a in (local_ids(enc.sparse, fields), enc.dense, enc.labels))
+    batches = shuffled_batches(tensors, tc.batch_size, tc.seed)
+    n = len(enc.labels) // infer_batch_size
+    infer_iter = _cycle(lambda e: (tuple(t[i * infer_batch_size:(i + 1) * infer_batch_size].to(device)
+                                         for t in tensors[:2]) for i in range(n)))
+    first = tuple(t[:tc.batch_size].to(device) for t in tensors[:2])
+    ib = tuple(t[:infer_batch_size].to(device) for t in tensors[:2])
+    train_gemms = _record(lambda: model(*first), model, True, amp, device)
+    infer_gemms = _record(lambda: model(*ib), model, False, amp, device)
 
-    def step() -> int:
-        b = next(batches)
-        trainer.step(b)
-        return len(b[2])
+    def train_step() -> int:
+        model.train()
+        trainer.step(next(batches))
+        return tc.batch_size
 
-    t = time_windows(step, device, warmup, steps, windows, max_window_s)
-    log(f"[naive] train {t.median:,.0f} samples/s")
-    return {"variant": "naive", "batch_size": tc.batch_size, "amp": "none", "train_sps": t.median,
-            "train_sps_windows": t.per_window, "peak_rss_mib": peak_rss_mib()}
+    def infer_step() -> int:
+        model.eval()
+        sparse, dense = next(infer_iter)
+        with torch.inference_mode(), torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp):
+            torch.sigmoid(model(sparse, dense).float())
+        return len(sparse)
+
+    return Contender(REFERENCE, train_step, infer_step, train_gemms, infer_gemms, tc.batch_size, infer_batch_size,
+                     {"amp": tc.amp, "compile": False, "data_on_device": tc.data_on_device})
+
+
+def run_rounds(contenders: list[Contender], device: torch.device, repeats: int, steps: int, max_window_s: float,
+               log: Callable[[str], None]) -> dict[str, list[dict[str, float]]]:
+    """``repeats`` interleaved rounds (see the module docstring); contender name -> one dict of FIGURES per round."""
+    rounds: dict[str, list[dict[str, float]]] = {c.name: [] for c in contenders}
+    for r in range(repeats):
+        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        got: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
+        for c in order:
+            got[c.name]["train_sps"] = time_window(c.train_step, device, steps, max_window_s)
+        for c in order:
+            got[c.name]["infer_sps"] = time_window(c.infer_step, device, steps, max_window_s)
+        for c in order:
+            got[c.name]["train_bound_sps"] = c.batch_size / replay_seconds(c.train_gemms, device, 3, 0.1)
+            got[c.name]["infer_bound_sps"] = c.infer_batch_size / replay_seconds(c.infer_gemms, device, 3, 0.1)
+        for c in contenders:
+            rounds[c.name].append(got[c.name])
+        log(f"round {r + 1}/{repeats}: " + ", ".join(
+            f"{c.name} train {got[c.name]['train_sps']:,.0f}/s infer {got[c.name]['infer_sps']:,.0f}/s"
+            for c in contenders))
+    return rounds
+
+
+def summarise(contenders: list[Contender], rounds: dict[str, list[dict[str, float]]]) -> list[dict]:
+    """One row per contender: median / IQR of every figure and of every ratio over the rounds."""
+    ref = rounds.get(REFERENCE)
+    rows = []
+    for c in contenders:
+        per = rounds[c.name]
+        series: dict[str, list[float]] = {k: [x[k] for x in per] for k in FIGURES}
+        series["train_fraction_of_bound"] = [x["train_sps"] / x["train_bound_sps"] for x in per]
+        series["infer_fraction_of_bound"] = [x["infer_sps"] / x["infer_bound_sps"] for x in per]
+        series["infer_over_train"] = [x["infer_sps"] / x["train_sps"] for x in per]
+        if ref is not None and c.name != REFERENCE:
+            for what in ("train", "infer"):
+                series[f"{what}_vs_reference"] = [x[f"{what}_sps"] / y[f"{what}_sps"]
+                                                  for x, y in zip(per, ref, strict=True)]
+        rows.append({"variant": c.name, "batch_size": c.batch_size, "infer_batch_size": c.infer_batch_size, **c.info,
+                     "train_flops_per_sample": c.flops(True) / c.batch_size,
+                     "infer_flops_per_sample": c.flops(False) / c.infer_batch_size,
+                     **{k: spread(v) for k, v in series.items()}, "rounds": series})
+    return rows
 
 
 def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None = None,
-              infer_batch_size: int | None = None, steps: int = 20, windows: int = 5, warmup: int = 5,
+              infer_batch_size: int | None = None, steps: int = 10, repeats: int = 5, warmup: int = 3,
               max_window_s: float = 20.0, variants: dict[str, list[str]] | None = None,
-              overrides: list[str] | None = None, naive: bool = True, naive_max_window_s: float = 10.0,
-              threads: int | None = None, ablations: bool = False, command: str = "",
-              log: Callable[[str], None] = print) -> dict:
-    """Benchmark the config (and each variant: label -> extra ``key=value`` overrides) on one data set."""
+              overrides: list[str] | None = None, reference: bool = True, threads: int | None = None,
+              ablations: bool = False, command: str = "", log: Callable[[str], None] = print) -> dict:
+    """Benchmark the config (and each variant: label -> extra ``key=value`` overrides) and the reference
+    implementation on one data set, interleaved over ``repeats`` rounds."""
+    load_start = list(os.getloadavg())
+    date = _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
     if threads:
         torch.set_num_threads(threads)
     base = list(overrides or [])
@@ -269,24 +280,22 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
     enc = prep.encoded["train"]
     data = TensorData(enc)
     layout = layout_from_encoder(prep.encoder, config.model, len(enc.domain_names))
-    ib = infer_batch_size or config.train.eval_batch_size
-    common = dict(warmup=warmup, steps=steps, windows=windows, log=log)
-    rows = []
+    ib = min(infer_batch_size or config.train.eval_batch_size, len(data))
+    contenders, failed = [], []
     for name, extra in (variants or {"default": []}).items():
         cfg = load_config(config_path, base + list(extra))
-        try:
-            rows.append(bench_variant(name, cfg, data, layout, dev, max_window_s=max_window_s, infer_batch_size=ib, **common))
-        except Exception as exc:  # one failing variant (e.g. torch.compile on an odd platform) must not hide the rest
+        try:  # one failing variant (e.g. torch.compile on an odd platform) must not hide the rest
+            contenders.append(_warm(pepnet_contender(name, cfg, data, layout, dev, ib), warmup))
+        except Exception as exc:
             log(f"[{name}] failed: {type(exc).__name__}: {exc}")
-            rows.append({"variant": name, "batch_size": cfg.train.batch_size, "error": f"{type(exc).__name__}: {exc}"})
-    if naive:
-        n = bench_naive(config, prep, layout, dev, max_window_s=naive_max_window_s, **common)
-        for r in rows:
-            if "train_sps" in r:
-                r["train_speedup_vs_naive"] = r["train_sps"] / n["train_sps"]
-        rows.append(n)
+            failed.append({"variant": name, "batch_size": cfg.train.batch_size,
+                           "error": f"{type(exc).__name__}: {exc}"})
+    if reference:
+        contenders.append(_warm(reference_contender(config, prep, layout, dev, ib), warmup))
+    log(f"{len(contenders)} contenders warmed up; {repeats} interleaved rounds of {steps} steps each")
+    rounds = run_rounds(contenders, dev, repeats, steps, max_window_s, log)
     result = {
-        "date": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
+        "date": date,
         "command": command,
         "config": str(config_path),
         "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else platform.processor() or platform.machine(),
@@ -296,16 +305,20 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
         # ACTIVE (libgomp's default) spins at barriers: on a busy 2-core machine that slows ops 10-100x
         "omp_wait_policy": os.environ.get("OMP_WAIT_POLICY", "unset (active)"),
         "cpu_count": os.cpu_count(),
-        "load_average": list(os.getloadavg()),
+        "repeats": repeats,
+        "steps": steps,
         "train_rows": len(enc),
         "embedding_rows": prep.encoder.num_embeddings,
         "parameters": sum(p.numel() for p in build_model(layout, config.model).parameters()),
-        "rows": rows,
+        "rows": summarise(contenders, rounds) + failed,
+        "peak_rss_mib": peak_rss_mib(),
+        "peak_gpu_mib": torch.cuda.max_memory_allocated(dev) / 2**20 if dev.type == "cuda" else None,
     }
     if ablations:
         from .ablations import run_ablations
 
         result["ablations"] = run_ablations(config, layout, data, dev, log=log)
+    result["load_average_start"] = load_start
     result["load_average_end"] = list(os.getloadavg())
     return result
 
@@ -319,40 +332,47 @@ def _si(x: float | None, unit: str = "") -> str:
     return f"{x:.1f}{unit}"
 
 
+def _cell(r: dict, key: str, fmt: Callable[[float], str]) -> str:
+    """``median [q1-q3]`` of a summarised figure, or ``-``."""
+    v = r.get(key)
+    if v is None:
+        return "-"
+    return f"{fmt(v['median'])} [{fmt(v['q1'])}-{fmt(v['q3'])}]"
+
+
 def format_table(result: dict) -> str:
     """The human-readable report of :func:`run_bench`."""
+    load0, load1 = result["load_average_start"], result["load_average_end"]
     lines = [f"pepnet bench {result['config']}  device {result['device']} ({result['device_type']}), "
-             f"torch {result['torch']}, {result['threads']} threads (OMP_WAIT_POLICY {result.get('omp_wait_policy', '?')}), load average {result['load_average'][0]:.2f} "
-             f"-> {result['load_average_end'][0]:.2f}, {result['date']}",
+             f"torch {result['torch']}, {result['threads']} threads (OMP_WAIT_POLICY {result['omp_wait_policy']}), "
+             f"{result['date']}",
+             f"load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load0)}, "
+             f"at end {'/'.join(f'{x:.2f}' for x in load1)}; {result['cpu_count']} CPUs",
              f"train rows {result['train_rows']:,}, embedding rows {result['embedding_rows']:,}, "
-             f"parameters {result['parameters']:,}"]
-    first = next((r for r in result["rows"] if "train_flops_per_sample" in r), None)
-    if first:
-        lines.append(f"matmul FLOPs per sample: forward {_si(first['infer_flops_per_sample'])}, training "
-                     f"{_si(first['train_flops_per_sample'])} ({first['train_flops_per_sample'] / first['infer_flops_per_sample']:.2f}x)")
-    head = (f"{'variant':<16}{'batch':>7}{'train/s':>10}{'of bound':>9}{'bound/s':>10}{'mm TFLOP/s':>11}"
-            f"{'infer/s':>10}{'of bound':>9}{'inf/train':>10}{'vs naive':>9}{'RSS MiB':>9}{'GPU MiB':>9}{'GPU %':>7}")
+             f"parameters {result['parameters']:,}, peak RSS {result['peak_rss_mib']:,.0f} MiB"
+             + (f", peak GPU {result['peak_gpu_mib']:,.0f} MiB" if result.get("peak_gpu_mib") else "")]
+    pct, x2 = (lambda v: f"{v:.0%}"), (lambda v: f"{v:.2f}x")
+    cols = [("variant", 13), ("batch", 6), ("train/s", 22), ("of bound", 16), ("infer/s", 22), ("of bound", 16),
+            ("train vs ref", 20), ("infer vs ref", 20), ("matmul FLOPs/sample", 20)]
+    head = " ".join(f"{n:<{w}}" for n, w in cols)
     lines += ["", head, "-" * len(head)]
     for r in result["rows"]:
         if "error" in r:
-            lines.append(f"{r['variant']:<16}{r['batch_size']:>7}  failed: {r['error'][:200]}")
+            lines.append(f"{r['variant']:<13} {r['batch_size']:<6} failed: {r['error'][:200]}")
             continue
-
-        def f(key, fmt="{:.0%}"):
-            v = r.get(key)
-            return fmt.format(v) if v is not None else "-"
-        lines.append(
-            f"{r['variant']:<16}{r['batch_size']:>7}{_si(r['train_sps']):>10}{f('train_fraction_of_bound'):>9}"
-            f"{_si(r.get('train_bound_sps')):>10}{f('train_matmul_tflops', '{:.3f}'):>11}{_si(r.get('infer_sps')):>10}"
-            f"{f('infer_fraction_of_bound'):>9}{f('infer_over_train', '{:.1f}x'):>10}"
-            f"{f('train_speedup_vs_naive', '{:.2f}x'):>9}{r['peak_rss_mib']:>9.0f}{f('peak_gpu_mib', '{:.0f}'):>9}"
-            f"{f('gpu_util_pct', '{:.0f}'):>7}")
-    lines.append("train/s, infer/s: median samples/s over timed windows; bound/s: samples/s if a step did only its "
-                 "matrix products at the rate measured for the model's own GEMM shapes (mm TFLOP/s); "
-                 "vs naive: train/s over the straightforward implementation's (fp32) in the same run")
+        cells = [r["variant"], str(r["batch_size"]), _cell(r, "train_sps", _si),
+                 _cell(r, "train_fraction_of_bound", pct),
+                 _cell(r, "infer_sps", _si), _cell(r, "infer_fraction_of_bound", pct),
+                 _cell(r, "train_vs_reference", x2), _cell(r, "infer_vs_reference", x2),
+                 f"{_si(r['train_flops_per_sample'])} / {_si(r['infer_flops_per_sample'])}"]
+        lines.append(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True)))
+    lines.append(f"median [interquartile range] over {result['repeats']} interleaved rounds of {result['steps']} "
+                 "steps; train/s, infer/s: samples/s; of bound: samples/s over the rate a step would reach doing only "
+                 "its own matrix products (timed in the same round); vs ref: over the reference implementation "
+                 "in the same round; matmul FLOPs/sample: training / inference")
     if "ablations" in result:
         lines += ["", "ablations (median ms per step at the bench batch size):"]
         for a in result["ablations"]:
-            lines.append(f"  {a['name']:<44} {a['a_label']:>12} {a['a_ms']:8.2f} ms   {a['b_label']:>12} {a['b_ms']:8.2f} ms"
-                         f"   ({a['b_ms'] / a['a_ms']:.2f}x)  {a.get('note', '')}")
+            lines.append(f"  {a['name']:<44} {a['a_label']:>12} {a['a_ms']:8.2f} ms   {a['b_label']:>12} "
+                         f"{a['b_ms']:8.2f} ms   ({a['b_ms'] / a['a_ms']:.2f}x)  {a.get('note', '')}")
     return "\n".join(lines)

@@ -1,13 +1,14 @@
 """FLOPs of a model and the matmul throughput a machine reaches at the model's own GEMM shapes.
 
 :class:`GemmRecorder` watches one real forward (or forward + backward) pass and records every matrix
-product the dispatcher runs (``mm``, ``addmm``, ``bmm``, ``baddbmm``) with its operand shapes, strides and
+product the dispatcher runs (``mm``, ``addmm``, ``bmm``, ``baddbmm``, ``linear``) with its operand shapes, strides and
 dtypes; :func:`replay_seconds` re-runs exactly those products on random operands and times them. The
 sum of their times is the time a step would take if it did nothing but its matrix products at the rate
 this machine reaches for these shapes: the FLOP bound.
 """
 from __future__ import annotations
 
+import math
 import statistics
 import time
 from dataclasses import dataclass
@@ -16,7 +17,9 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 
 aten = torch.ops.aten
-_GEMMS = {aten.mm.default: "mm", aten.addmm.default: "addmm", aten.bmm.default: "bmm", aten.baddbmm.default: "baddbmm"}
+_GEMMS = {aten.mm.default: "mm", aten.addmm.default: "addmm", aten.bmm.default: "bmm", aten.baddbmm.default: "baddbmm",
+          aten.linear.default: "linear"}  # nn.Linear under inference_mode reaches the dispatcher as linear
+_REPLAY = {"linear": torch.nn.functional.linear}
 
 
 @dataclass(frozen=True)
@@ -30,6 +33,9 @@ class Gemm:
     @property
     def flops(self) -> int:
         """2 * M * N * K (times the batch for bmm / baddbmm)."""
+        if self.op == "linear":                              # input [..., K], weight [N, K], optional bias
+            x, w = self.operands[0][0], self.operands[1][0]
+            return 2 * math.prod(x[:-1]) * w[1] * w[0]
         a, b = self.operands[-2][0], self.operands[-1][0]
         if self.op in ("bmm", "baddbmm"):
             return 2 * a[0] * a[1] * a[2] * b[2]
@@ -73,7 +79,7 @@ def replay_seconds(gemms: list[Gemm], device: torch.device, repeats: int = 5, mi
             size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True) if n > 0)
             flat = torch.randn(size, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
             ops.append(flat.as_strided(shape, stride))
-        calls.append((getattr(torch, gm.op), ops, dict(gm.kwargs)))
+        calls.append((_REPLAY.get(gm.op) or getattr(torch, gm.op), ops, dict(gm.kwargs)))
 
     def once() -> None:
         for fn, ops, kw in calls:

@@ -8,11 +8,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import polars as pl
 
-from ..config import DataConfig, SideTable
+from ..config import DataConfig, SideTable, SyntheticData
 from ..errors import DataError
+
+if TYPE_CHECKING:
+    from ..datasets.synthetic import SyntheticSpec
 
 FILE_COL = "__file"
 ROW_COL = "__row"
@@ -118,6 +122,13 @@ def join_side_tables(frame: Frame, tables: list[SideTable]) -> Frame:
     return Frame(df, frame.files)
 
 
+def synthetic_spec(cfg: SyntheticData) -> SyntheticSpec:
+    """The generator's spec of a config's ``data.synthetic`` section."""
+    from ..datasets.synthetic import SyntheticSpec
+
+    return SyntheticSpec(**cfg.model_dump())
+
+
 def load_data(cfg: DataConfig, files: list[str] | None = None) -> Frame:
     """All rows of the configured source (files or built-in data set) with side tables joined."""
     if files is None and cfg.dataset == "ciao":
@@ -125,11 +136,10 @@ def load_data(cfg: DataConfig, files: list[str] | None = None) -> Frame:
 
         files = [str(ratings_path())]
     if files is None and cfg.dataset == "synthetic":
-        from ..datasets.synthetic import SyntheticSpec, generate
+        from ..datasets.synthetic import generate
 
         s = cfg.synthetic
-        spec = SyntheticSpec(**{**s.model_dump(), "tasks": tuple(s.tasks), "extra_sparse": tuple(s.extra_sparse)})
-        df = generate(spec).with_columns(
+        df = generate(synthetic_spec(s)).with_columns(
             pl.lit(0, dtype=pl.UInt16).alias(FILE_COL), pl.int_range(pl.len(), dtype=pl.Int64).alias(ROW_COL)
         )
         return join_side_tables(Frame(df, [f"<synthetic seed={s.seed}>"]), cfg.side_tables)

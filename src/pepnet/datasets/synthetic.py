@@ -19,7 +19,21 @@ that are drawn once from the seed:
 
 Task ``t >= 1`` mixes in the effect of task 0 (correlation ``rho``), and the per-task
 constant is calibrated so that the marginal positive rate is close to the target rate
-(20 % for the first task, sparser for later tasks) at any ``signal`` strength. With
+(``task_rates``; by default 20 % for the first task, sparser for later tasks) at any ``signal``
+strength.
+
+Three planted seesaw effects (all off by default; added after the task mixing, so each is
+exactly as stated; the benchmark ``configs/seesaw.yaml`` and docs/seesaw.md use them):
+
+* ``domain_flip``: dense feature ``d0`` has effect ``+domain_flip`` in domain 0 and
+  ``-domain_flip`` in every other domain (every task);
+* ``task_flip``: dense feature ``d1`` has effect ``+task_flip`` on task 0 and ``-task_flip`` on
+  every other task (every domain);
+* ``prior_gate``: dense feature ``d2`` has effect ``prior_gate * a_u * b_i`` (every task), where
+  ``a_u`` and ``b_i`` are per-user and per-item sensitivities drawn once (Exponential(1): many
+  near 0, a few large), so how much ``d2`` matters depends on who sees what.
+
+``domain_shares`` sets each domain's share of the rows (default: shares ∝ (d+1)^-0.6). With
 ``signal=0`` every logit equals the per-task constant. With ``drift > 0`` and several
 periods, the domain biases shift and the domain interaction matrices rotate by
 ``drift`` radians (times a per-plane factor) per period.
@@ -92,11 +106,18 @@ class SyntheticSpec:
     drift: float = 0.0
     n_periods: int = 1
     seed: int = 0
+    domain_shares: tuple[float, ...] = ()
+    task_rates: tuple[float, ...] = ()
+    domain_flip: float = 0.0
+    task_flip: float = 0.0
+    prior_gate: float = 0.0
 
     def __post_init__(self) -> None:
         # accept lists for the tuple fields (e.g. from configs) while staying hashable
         object.__setattr__(self, "tasks", tuple(str(t) for t in self.tasks))
         object.__setattr__(self, "extra_sparse", tuple(int(c) for c in self.extra_sparse))
+        object.__setattr__(self, "domain_shares", tuple(float(x) for x in self.domain_shares))
+        object.__setattr__(self, "task_rates", tuple(float(x) for x in self.task_rates))
         if self.n_rows < 0:
             raise ValueError("n_rows must be >= 0")
         for name in ("n_users", "n_items", "n_authors", "n_domains", "n_periods"):
@@ -119,6 +140,14 @@ class SyntheticSpec:
             raise ValueError("signal must be >= 0")
         if self.seed < 0:
             raise ValueError("seed must be >= 0")
+        if self.domain_shares and (len(self.domain_shares) != self.n_domains or min(self.domain_shares) <= 0):
+            raise ValueError(f"domain_shares must hold n_domains={self.n_domains} positive numbers")
+        if self.task_rates and (len(self.task_rates) != len(self.tasks)
+                                or not all(0.0 < r < 1.0 for r in self.task_rates)):
+            raise ValueError(f"task_rates must hold one rate in (0, 1) per task ({len(self.tasks)})")
+        for name, needs in (("domain_flip", 1), ("task_flip", 2), ("prior_gate", 3)):
+            if getattr(self, name) != 0.0 and self.n_dense < needs:
+                raise ValueError(f"{name} acts on dense feature d{needs - 1}: it needs n_dense >= {needs}")
         clash = set(self.tasks) & set(self.feature_columns)
         if clash:
             raise ValueError(f"task names clash with feature columns: {sorted(clash)}")
@@ -164,7 +193,7 @@ class SyntheticSpec:
 
 
 def target_rates(n_tasks: int) -> np.ndarray:
-    """Marginal positive rate targeted for each task: 0.2, 0.05, 0.029, 0.02, ..."""
+    """Marginal positive rate targeted for each task by default: 0.2, 0.05, 0.029, 0.02, ..."""
     return 0.2 / (1.0 + 3.0 * np.arange(n_tasks, dtype=np.float64))
 
 
@@ -286,6 +315,8 @@ class _Params:
     domain_basis: np.ndarray  # [D, K, K] float64 orthogonal basis of the drift rotation
     drift_freq: np.ndarray  # [D, K//2] float64 rotation speed per plane
     task_weight: np.ndarray  # [T, K] float32
+    user_sense: np.ndarray  # [U] float32 sensitivity a_u of prior_gate
+    item_sense: np.ndarray  # [I] float32 sensitivity b_i of prior_gate
     dense_weight: np.ndarray  # [n_dense, T] float32
     dense_domain: np.ndarray  # [D, n_dense, T] float32
     extra_salt: np.ndarray  # [n_extra] uint64
@@ -328,7 +359,7 @@ def _params_cached(spec: SyntheticSpec) -> _Params:
     item_bias = cat_bias[item_category] + author_bias[item_author] + normal((I, T), 0.4)
 
     # domains: traffic share, task base rates, segment x domain, interaction mixing
-    share = (np.arange(D) + 1.0) ** -0.6
+    share = np.asarray(spec.domain_shares) if spec.domain_shares else (np.arange(D) + 1.0) ** -0.6
     domain_cdf = np.cumsum(share / share.sum())
     domain_cdf[-1] = 1.0
     spread = (np.arange(D) - (D - 1) / 2.0) / max(D - 1, 1)  # in [-0.5, 0.5]
@@ -362,6 +393,11 @@ def _params_cached(spec: SyntheticSpec) -> _Params:
     extra_salt = rng.integers(0, 2**63, size=n_extra, dtype=np.int64).astype(np.uint64)
     extra_scale = 0.4 / math.sqrt(max(n_extra, 1))
 
+    # prior_gate sensitivities (own stream: the parameters above do not depend on them)
+    srng = _rng(spec.seed, 0, 2)
+    user_sense = srng.exponential(1.0, U).astype(f32)
+    item_sense = srng.exponential(1.0, I).astype(f32)
+
     # id popularity permutations (independent stream so they do not depend on the above)
     prng = _rng(spec.seed, 0, 1)
     user_perm = _AffinePerm(U, prng)
@@ -384,6 +420,8 @@ def _params_cached(spec: SyntheticSpec) -> _Params:
         domain_basis=domain_basis,
         drift_freq=drift_freq,
         task_weight=task_weight,
+        user_sense=user_sense,
+        item_sense=item_sense,
         dense_weight=dense_weight,
         dense_domain=dense_domain,
         extra_salt=extra_salt,
@@ -399,7 +437,7 @@ def _params_cached(spec: SyntheticSpec) -> _Params:
 
 def _calibrate(spec: SyntheticSpec, P: _Params) -> np.ndarray:
     """Per-task constant so that E[sigmoid(base + signal * effect)] hits the target rate."""
-    target = target_rates(len(spec.tasks))
+    target = np.asarray(spec.task_rates) if spec.task_rates else target_rates(len(spec.tasks))
     logit_target = np.log(target / (1.0 - target))
     if spec.signal == 0.0:
         return logit_target
@@ -528,7 +566,22 @@ def _effects_batch(spec, P, user, item, domain, period, dense, extra, cache) -> 
     if T > 1:
         e[:, 1:] *= np.float32(math.sqrt(1.0 - TASK_RHO**2))
         e[:, 1:] += np.float32(TASK_RHO) * e[:, :1]
+    _seesaw_effects(spec, P, user, item, domain, dense, e)
     return e
+
+
+def _seesaw_effects(spec, P: _Params, user, item, domain, dense, e: np.ndarray) -> None:
+    """Add the planted seesaw effects (module docstring) to ``e`` [n, T] in place."""
+    if spec.domain_flip:
+        sign = np.where(domain == 0, np.float32(1.0), np.float32(-1.0))
+        e += (np.float32(spec.domain_flip) * sign * dense[:, 0])[:, None]
+    if spec.task_flip:
+        x = np.float32(spec.task_flip) * dense[:, 1]
+        e[:, 0] += x
+        e[:, 1:] -= x[:, None]
+    if spec.prior_gate:
+        gain = P.user_sense.take(user) * P.item_sense.take(item)
+        e += (np.float32(spec.prior_gate) * gain * dense[:, 2])[:, None]
 
 
 def _logits(spec, P, user, item, domain, period, dense, extra) -> np.ndarray:

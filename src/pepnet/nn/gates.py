@@ -36,8 +36,10 @@ class GateNU(nn.Module):
         if self.groups == 1:
             h = torch.relu(torch.addmm(self.b1[0], x, self.w1[0]))
             return self.gamma * torch.sigmoid(torch.addmm(self.b2[0], h, self.w2[0]))
-        xg = x.unsqueeze(0).expand(self.groups, -1, -1)            # [G, B, in]
-        h = torch.relu(torch.baddbmm(self.b1, xg, self.w1))         # [G, B, hidden]
+        # first layers of all groups read the same x: one GEMM against [in, G * hidden]
+        G, H = self.groups, self.hidden
+        h = torch.relu(torch.addmm(self.b1.reshape(-1), x, self.w1.permute(1, 0, 2).reshape(self.in_dim, G * H)))
+        h = h.view(-1, G, H).transpose(0, 1)                        # [G, B, hidden] view
         out = self.gamma * torch.sigmoid(torch.baddbmm(self.b2, h, self.w2))  # [G, B, out]
         return out.permute(1, 0, 2).reshape(x.shape[0], self.groups * self.out_dim)
 

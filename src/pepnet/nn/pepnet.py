@@ -32,7 +32,8 @@ class PEPNet(nn.Module):
         self.epnet = EPNet(n_general, len(layout.group("domain_side")), d, cfg.gate_hidden, cfg.gamma,
                            cfg.epnet_granularity, cfg.stop_gradient) if use_epnet else None
         self.ppnet = PPNet(n_general * d, len(prior) * d, cfg.hidden_units, layout.n_tasks, cfg.gate_hidden, cfg.gamma,
-                           cfg.ppnet_gate_on, cfg.ppnet_gate_mode, cfg.stop_gradient, cfg.dropout) if use_ppnet else None
+                           cfg.ppnet_gate_on, cfg.ppnet_gate_mode, cfg.stop_gradient, cfg.dropout,
+                           cfg.ppnet_gate_output_layer) if use_ppnet else None
         self.towers = None if use_ppnet else TaskTowers(n_general * d, cfg.hidden_units, layout.n_tasks, cfg.dropout)
 
     def forward_with_gates(self, sparse: torch.Tensor, dense: torch.Tensor) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:

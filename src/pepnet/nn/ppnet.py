@@ -14,7 +14,8 @@ class PPNet(nn.Module):
     Gate input: ``prior ++ stopgrad(O_ep)`` (prior = E(F_u) ++ E(F_i) ++ E(F_a), flattened; it is
     NOT detached, so the prior embeddings learn through the gates). One Gate NU per layer, its output
     split into T slices of the layer's width (``gate_mode="split"``) or one Gate NU per task
-    (``"per_task"``). Task t at layer l: ``O_t = delta_t * H_t``, ``H_t' = relu(O_t W_t + b_t)``.
+    (``"per_task"``). Task t at layer l: ``O_t = delta_t * H_t``, ``H_t' = relu(O_t W_t + b_t)``; with
+    ``gate_output_layer`` the output layer's input is gated too (one more Gate NU).
 
     forward(o_ep, prior): o_ep float [B, D]; prior float [B, P] (P may be 0).
     Returns (logits float [B, T], gates: list of float [B, T, w_l], one per layer).
@@ -22,10 +23,11 @@ class PPNet(nn.Module):
 
     def __init__(self, in_dim: int, prior_dim: int, hidden_units: list[int], n_tasks: int, gate_hidden: int = 64,
                  gamma: float = 2.0, gate_on: str = "input", gate_mode: str = "split", stop_gradient: bool = True,
-                 dropout: float = 0.0):
+                 dropout: float = 0.0, gate_output_layer: bool = False):
         super().__init__()
         self.n_tasks, self.stop_gradient = n_tasks, stop_gradient
-        self.towers = TaskTowers(in_dim, hidden_units, n_tasks, dropout=dropout, gate_on=gate_on)
+        self.towers = TaskTowers(in_dim, hidden_units, n_tasks, dropout=dropout, gate_on=gate_on,
+                                 gate_output_layer=gate_output_layer)
         gate_in = prior_dim + in_dim
         per_task = gate_mode == "per_task"
         self.gates = nn.ModuleList(
