@@ -253,7 +253,7 @@ class Encoder:
             vocab = self.vocabs[spec.name]
             col = df[spec.source].drop_nulls()
             if col.dtype != vocab.dtype:
-                col = col.cast(vocab.dtype, strict=True).drop_nulls()
+                col = col.cast(vocab.dtype, strict=False).drop_nulls()
             vc = col.filter(~col.is_in(vocab.implode())).value_counts(name="__count")
             new = (vc.filter(pl.col("__count") >= spec.min_count)
                    .sort(["__count", vc.columns[0]], descending=[True, False])[vc.columns[0]])
@@ -299,7 +299,7 @@ class Encoder:
         if name is None:
             return []
         vocab = self.vocabs[name]
-        vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=True)
+        vals = df[self.schema.domain].unique().cast(vocab.dtype, strict=False)
         return [str(v) for v in vals.filter(~vals.is_in(vocab.to_list())).to_list()]
 
     # ------------------------------------------------------------------ persistence

@@ -45,7 +45,7 @@ class PastStatistics:
     def _lookup(self, frame: pl.DataFrame, stat: StatFeature) -> pl.DataFrame:
         """``frame`` left-joined with the accumulated totals of ``stat`` (columns n, s, m; null if unseen)."""
         table = self.tables[stat.name]
-        cast = [pl.col(k).cast(table.schema[k], strict=True) for k in stat.keys]
+        cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
         return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
 
     def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
@@ -64,7 +64,7 @@ class PastStatistics:
             self._index[stat.name] = index
         _, rows, values = index
         unseen = len(values) - 1
-        keys = df.select([pl.col(k).cast(table.schema[k], strict=True) for k in stat.keys]).iter_rows()
+        keys = df.select([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).iter_rows()
         at = np.fromiter((unseen if None in k else rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
         found = values[at]
         return found[:, 0], found[:, 1], found[:, 2]
@@ -155,7 +155,7 @@ class PastStatistics:
         for stat in self.schema.stats:
             table = self.tables[stat.name]
             new = self._with_target(df, stat).with_columns(
-                [pl.col(k).cast(table.schema[k], strict=True) for k in stat.keys]).group_by(
+                [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).group_by(
                 stat.keys).agg(n=pl.len(), s=pl.col("__y").sum(), m=pl.col("__y").count())
             self.tables[stat.name] = pl.concat([table, new.cast(table.schema)]).group_by(
                 stat.keys, maintain_order=True).agg(pl.col("n").sum(), pl.col("s").sum(), pl.col("m").sum())

@@ -62,7 +62,7 @@ def _numeric(frame: Frame, col: str, use: str) -> pl.Series:
         return s.cast(pl.Float64)
     if s.dtype.is_temporal():
         return s
-    mask, what = s.cast(pl.Float64, strict=True).is_null() & s.is_not_null(), "first non-number"
+    mask, what = s.cast(pl.Float64, strict=False).is_null() & s.is_not_null(), "first non-number"
     if not mask.any():  # every value parses as a number but is stored as text: nothing is coerced silently
         mask, what = s.is_not_null(), "first value (stored as text)"
     hits = mask.arg_true()
