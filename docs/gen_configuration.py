@@ -104,7 +104,9 @@ NOTES: dict[str, str] = {
     "ModelConfig.embedding_dim": "size d of every embedding vector (sparse-field rows and dense-field vectors)",
     "ModelConfig.hidden_units": "widths of the hidden layers of every task tower",
     "ModelConfig.dropout": "dropout after every hidden layer of the towers",
-    "TrainConfig.epochs": "maximum number of passes over the training split",
+    "TrainConfig.epochs": "maximum number of passes over the training split; the epoch with the best validation "
+                          "train.monitor is kept and train.patience stops earlier. For a new data set keep the "
+                          "default or raise it: epochs: 1 (ciao.yaml, where validation chose it) chooses nothing",
     "TrainConfig.batch_size": "training rows per optimiser step",
     "TrainConfig.eval_batch_size": "rows per forward pass when scoring",
     "TrainConfig.weight_decay": "L2 weight decay of the dense (Adam) parameters",

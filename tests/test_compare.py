@@ -69,7 +69,7 @@ def result(tmp_path_factory):
 def test_data_prepared_once(result):
     _, _, calls, lines = result
     assert len(calls) == 1
-    assert any("[1/8 mmoe seed 42]" in ln for ln in lines)
+    assert any("[1/7 mmoe seed 42]" in ln for ln in lines)  # 3 models x 2 seeds + the GBDT once
     assert any("epoch 2" in ln and "time left <=" in ln for ln in lines)
 
 
@@ -79,11 +79,12 @@ def test_results_json_shape(result):
     assert list(data["models"]) == ["mmoe", "star", "pepnet", "gbdt"]
     assert data["tasks"] == ["click", "like"] and data["n_seeds"] == 2
     for label, entry in data["models"].items():
-        assert [r["seed"] for r in entry["runs"]] == [42, 43]
+        n = 1 if label == "gbdt" else 2  # the deterministic GBDT is fitted once
+        assert [r["seed"] for r in entry["runs"]] == [42, 43][:n]
         cell = entry["aggregate"]["ALL|click|auc"]
-        assert cell["n"] == 2 and len(cell["values"]) == 2
+        assert cell["n"] == n and len(cell["values"]) == n
         assert 0.0 <= cell["mean"] <= 1.0 and cell["std"] >= 0.0
-        assert abs(cell["mean"] - sum(cell["values"]) / 2) < 1e-9
+        assert abs(cell["mean"] - sum(cell["values"]) / n) < 1e-9
         assert "ALL|mean|gauc" in entry["aggregate"]
         for d in data["domains"]:
             assert f"{d}|like|auc" in entry["aggregate"]
@@ -106,7 +107,7 @@ def test_results_csv_png_md(result):
     md = (out / "results.md").read_text()
     assert md.count("**") >= 2 * 6  # the best of each overall column is bold
     assert "like AUC per domain" in md
-    assert "Paired by seed against gbdt" in md and "| pepnet | " in md.split("Paired by seed")[1]
+    assert "Difference from gbdt" in md and "| pepnet | " in md.split("Difference from gbdt")[1]
 
 
 def test_best_is_marked_per_column():
@@ -166,27 +167,32 @@ def test_compare_refits_every_model_on_one_refit_encoding(tmp_path, monkeypatch)
     res = cmp.compare(parse_config(tree), tmp_path, models=["pepnet", "gbdt"], seeds=2, overrides=["gbdt.max_iter=10"],
                       log=lines.append)
     assert len(calls) == 2  # the selection splits once, the refit splits once, for 2 models x 2 seeds
-    assert sum("refit on training + validation rows" in ln for ln in lines) == 2 * 2  # gbdt: 2 tasks x 2 seeds
+    assert sum("refit on training + validation rows" in ln for ln in lines) == 2  # gbdt: 2 tasks, fitted once
     assert all((tmp_path / "runs" / "pepnet" / f"seed{s}" / REFIT_DIR / "model.pt").is_file() for s in (42, 43))
     for label in ("pepnet", "gbdt"):
         for r in res["models"][label]["runs"]:
             assert np.isfinite(r["report"]["summary"]["mean_auc"])
 
 
-def test_paired_table_differences_and_wins_per_seed():
-    def model(values):
-        return {"aggregate": {"ALL|a|auc": {"mean": float(np.nanmean(values)), "std": 0.0, "values": values},
-                              "ALL|a|gauc": {"mean": 0.5, "std": 0.0, "values": [0.5] * len(values)}}}
-    res = {"tasks": ["a"], "domains": [], "n_seeds": 3, "models": {
-        "pepnet": model([0.71, 0.69, 0.72]), "gbdt": model([0.70, 0.70, 0.70]), "star": model([0.69, float("nan"), 0.68])}}
-    rows = {ln.split(" |")[0][2:]: ln for ln in cmp.paired_table(res).splitlines() if ln.startswith("| ")}
-    assert "against gbdt" in cmp.paired_table(res) and "gbdt" not in rows  # the GBDT is the reference
-    assert rows["pepnet"] == "| pepnet | +0.0067 | 2 / 3 |"  # (0.01 - 0.01 + 0.02) / 3, ahead on seeds 1 and 3
-    assert rows["star"] == "| star | -0.0150 | 0 / 2 |"  # the seed without a value is left out of the pairing
-    del res["models"]["gbdt"]
-    assert "against pepnet" in cmp.paired_table(res)  # no GBDT, no shared-bottom: the first model
-    assert cmp.paired_table({**res, "n_seeds": 1}) is None
-    assert "Paired by seed against pepnet" in cmp.format_tables(res, per_domain=False)
+def test_statistics_pair_with_the_gbdt_fitted_once_and_warn_on_a_small_test_split(result):
+    out, res, _, lines = result
+    data = json.loads((out / "results.json").read_text())
+    paired = data["paired"]
+    assert paired["reference"] == "gbdt" and paired["reference_fitted_once"] is True
+    assert set(paired["models"]) == {"mmoe", "star", "pepnet"}
+    for label, cells in paired["models"].items():
+        cell = cells["ALL|click|auc"]
+        assert cell["agreeing"] is None and cell["seeds"] == 2  # no "ahead on k/n" against a constant
+        values = data["models"][label]["aggregate"]["ALL|click|auc"]["values"]
+        ref = data["models"]["gbdt"]["aggregate"]["ALL|click|auc"]["values"][0]
+        assert cell["value"] == pytest.approx(sum(v - ref for v in values) / 2)
+        assert cell["low"] <= cell["value"] <= cell["high"]
+        iv = data["intervals"][label]["ALL|click|auc"]
+        assert iv["low"] < iv["value"] < iv["high"]
+    # 1,500 rows -> 150 test rows: far too few to tell models apart
+    assert len(data["warnings"]) == 2 and "too small to tell models apart" in data["warnings"][0]
+    md = (out / "results.md").read_text()
+    assert "warning: task 'click'" in md and "seeds agreeing" not in md and "fitted once" in md
 
 
 def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
@@ -197,7 +203,7 @@ def test_gbdt_trees_follow_the_gbdt_section(monkeypatch):
     built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
     cfg = parse_config(dict(TREE), overrides=["gbdt.max_iter=7", "gbdt.learning_rate=0.2", "gbdt.max_leaf_nodes=5",
                                         "gbdt.min_samples_leaf=9", "gbdt.l2_regularization=0.5"])
-    _, rounds = GBDT(prepare_module.prepare(cfg, log=lambda _: None), cfg.gbdt).fit(42, log=lambda _: None)
+    _, rounds, _ = GBDT(prepare_module.prepare(cfg, log=lambda _: None), cfg.gbdt).fit(42, log=lambda _: None)
     assert len(built) == 2  # one tree ensemble per reported task
     for p in built:
         assert (p["max_iter"], p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"],
@@ -220,3 +226,68 @@ def test_gbdt_reads_each_statistic_matrix_once_for_all_seeds(monkeypatch):
     assert sorted(calls) == sorted([len(prep.frames["train"].df), len(prep.frames["valid"].df),
                                     len(final.frames["train"].df), len(final.frames["test"].df)])
     assert set(gbdt.x) == {"train", "valid"} and set(gbdt.x_final) == {"train", "test"}
+
+
+def test_gbdt_auto_tunes_the_grid_on_validation(monkeypatch):
+    """``gbdt: auto`` fits every grid point per task and keeps the best on validation AUC: never worse on
+    validation than the default trees (a point of the grid)."""
+    from sklearn.ensemble import HistGradientBoostingClassifier
+
+    cfg = parse_config({**TREE, "gbdt": "auto"}, overrides=["gbdt.max_iter=15"])
+    from pepnet.compare import gbdt as gbdt_module
+
+    grid = gbdt_module.candidates(cfg.gbdt)
+    assert cfg.gbdt.tune and len(grid) == 12 == len(set(map(str, grid)))
+    assert gbdt_module.candidates(parse_config(dict(TREE)).gbdt) == [parse_config(dict(TREE)).gbdt]  # no tune: as is
+    GBDT_GRID = {"learning_rate": (0.05, 0.1), "max_leaf_nodes": (31,), "min_samples_leaf": (20, 200)}  # 4 fits
+    monkeypatch.setattr(gbdt_module, "GBDT_GRID", GBDT_GRID)  # the default trees are a point of it; a short test
+    prep = prepare_module.prepare(cfg, log=lambda _: None)
+    built = spy(monkeypatch, HistGradientBoostingClassifier, "fit", lambda self, *a, **k: self.get_params())
+    tuned_log: list[str] = []
+    _, chosen, probs = GBDT(prep, cfg.gbdt).fit(42, log=tuned_log.append)
+    assert len(built) == 2 * 4 and probs.shape == (len(prep.encoded["test"]), 2)
+    assert {(p["learning_rate"], p["max_leaf_nodes"], p["min_samples_leaf"]) for p in built} == \
+        set(__import__("itertools").product(*GBDT_GRID.values()))
+    default_log: list[str] = []
+    GBDT(prep, parse_config(dict(TREE), overrides=["gbdt.max_iter=15"]).gbdt).fit(42, log=default_log.append)
+    tuned_log, default_log = ([ln for ln in lg if "valid AUC" in ln] for lg in (tuned_log, default_log))
+    for task, tuned, default in zip(("click", "like"), tuned_log, default_log, strict=True):
+        assert chosen[task]["setting"]["max_leaf_nodes"] == 31 and 1 <= chosen[task]["rounds"] <= 15
+        assert "tuned" in tuned
+        auc_of = lambda line: float(line.split("valid AUC ")[1][:6])  # noqa: E731
+        assert auc_of(tuned) >= auc_of(default)
+
+
+def test_per_seed_runs_are_full_run_directories(result):
+    """evaluate / gates / report read a compare's per-seed run as they read a `pepnet fit` run."""
+    from pepnet.run import PREDICTIONS_FILE, Run
+
+    out, res, _, _ = result
+    run_dir = out / "runs" / "pepnet" / "seed43"
+    for name in ("config.yaml", "encoder", "run.json", "metrics.json", "metrics.csv", PREDICTIONS_FILE):
+        assert (run_dir / name).exists(), name
+    run = Run.load(run_dir)
+    assert run.config.train.seed == 43
+    assert json.loads((run_dir / "run.json").read_text())["seed"] == 43
+    again = run.evaluate()
+    stored = res["models"]["pepnet"]["runs"][1]["report"]["overall"]["click"]["auc"]
+    assert again.get("click")["auc"] == pytest.approx(stored, abs=1e-6)
+    assert CliRunner().invoke(app, ["gates", str(run_dir), "--out", str(out / "g")]).exit_code == 0
+
+
+def test_default_chooses_the_epoch_on_validation_and_epochs_1_says_it_does_not(tmp_path):
+    """Epochs for new data: the default chooses the epoch on validation; `epochs: 1` says that it chooses nothing."""
+    from pathlib import Path
+
+    from pepnet.config import TrainConfig
+    from pepnet.run import fit
+
+    assert TrainConfig().epochs > 1 and TrainConfig().patience > 0
+    doc = (Path(__file__).parents[1] / "docs" / "configuration.md").read_text()
+    assert "epochs: 1 (ciao.yaml, where validation chose it) chooses nothing" in doc
+    lines: list[str] = []
+    fit(parse_config({**TREE, "train": {**TREE["train"], "epochs": 1}}), tmp_path / "one", log=lines.append)
+    assert any("train.epochs is 1, so no epoch is chosen on validation" in ln for ln in lines)
+    lines.clear()
+    fit(parse_config(dict(TREE)), tmp_path / "two", log=lines.append)  # epochs 2
+    assert not any("no epoch is chosen" in ln for ln in lines)

@@ -284,18 +284,54 @@ def gates(
     out: Optional[Path] = typer.Option(None, "--out", help="folder for gates_*.csv and gates.png (default: RUN_DIR)"),
 ) -> None:
     """What the gates learned: mean EPNet gate per domain x field and PPNet gate per domain x layer x task."""
-    from .gate_analysis import run_gates
+    from .gate_analysis import run_gates, top_fields
     from .run import Run
 
     run = Run.load(run_dir)
     encoded = run._encode_files(data)[1] if data else run.test_data()
     summary = run_gates(run, encoded)
     paths = summary.write(out or run_dir)
+    if summary.epnet is not None and summary.epnet.width > 9:  # more fields than fit a terminal: the top ones
+        typer.echo(top_fields(summary.epnet))
     with __import__("polars").Config(tbl_rows=60, tbl_cols=40, float_precision=3):
-        for table in (summary.epnet, summary.ppnet):
+        for table in (summary.epnet if summary.epnet is not None and summary.epnet.width <= 9 else None,
+                      summary.ppnet):
             if table is not None:
                 typer.echo(table)
     typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
+def report(
+    path: Path = typer.Argument(..., help="a run directory (`pepnet fit`) or a comparison directory (`pepnet compare`)"),
+    out: Optional[Path] = typer.Option(None, "--out", help="HTML file to write (default: PATH/report.html); "
+                                       "its PNGs are written beside it"),
+) -> None:
+    """One self-contained HTML page: curves, per-domain AUC / GAUC with bootstrap intervals, calibration,
+    gates, provenance; for a comparison, the models side by side with paired differences."""
+    from .report import write_report
+
+    paths = write_report(path, out, log=typer.echo)
+    typer.echo("written: " + ", ".join(str(p) for p in paths))
+
+
+@app.command()
+@_friendly
+def inspect(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
+    row: str = typer.Option(..., "--row", help="one request as a JSON object of column -> value"),
+) -> None:
+    """Print one request's scores and its EPNet / PPNet gate values."""
+    from .inspect_row import format_inspection, inspect_row, parse_row
+    from .run import Run
+
+    try:
+        parsed = parse_row(row)
+    except ValueError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    typer.echo(format_inspection(inspect_row(Run.load(run_dir), parsed)))
 
 
 @app.command()

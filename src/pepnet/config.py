@@ -138,7 +138,9 @@ class Groups(_Strict):
 class SchemaConfig(_Strict):
     domain: str = Field(description="column holding the domain (scenario) of each row")
     user: str = Field(description="column of the user key; GAUC groups by it")
-    time: str | None = Field(None, description="column of the event time (unix seconds or datetime)")
+    time: str | None = Field(None, description="column of the event time: unix seconds (integer), a datetime, or "
+                             "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
+                             "is converted to UTC)")
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
     features: list[FeatureSpec] = Field(default_factory=list)
     stats: list[StatFeature] = Field(default_factory=list)
@@ -340,18 +342,36 @@ class TrainConfig(_Strict):
         "layout (row_wise needs GPUs). See docs/distributed.md")
 
 
+GBDT_GRID: dict[str, tuple[float | int, ...]] = {
+    "learning_rate": (0.05, 0.1),
+    "max_leaf_nodes": (7, 31, 127),
+    "min_samples_leaf": (20, 200),
+}
+"""The settings ``gbdt: auto`` tries (12 in all, rounds chosen on validation for each): small to large trees,
+each with few or many rows per leaf, at two learning rates."""
+
+
 class GBDTConfig(_Strict):
     """The GBDT reference model of ``pepnet compare`` (model ``gbdt``): one scikit-learn
     HistGradientBoostingClassifier per reported task on the statistics of the past (``schema.stats``).
 
     The number of boosting rounds is chosen per task on validation AUC, up to ``max_iter``. The defaults are
-    scikit-learn's, except the learning rate (0.05 instead of 0.1)."""
+    scikit-learn's, except the learning rate (0.05 instead of 0.1). ``gbdt: auto`` (short for ``gbdt: {tune:
+    true}``) also chooses the learning rate, leaves and rows per leaf per task on validation AUC, from
+    :data:`GBDT_GRID`."""
 
     max_iter: int = Field(300, gt=0, description="the most boosting rounds (the best number is chosen on validation AUC)")
     learning_rate: float = Field(0.05, gt=0, description="shrinkage of each tree")
     max_leaf_nodes: int = Field(31, ge=2, description="leaves per tree")
     min_samples_leaf: int = Field(20, ge=1, description="fewest training rows in a leaf")
     l2_regularization: float = Field(0.0, ge=0, description="L2 penalty on the leaf values")
+    tune: bool = Field(False, description="choose learning_rate, max_leaf_nodes and min_samples_leaf per task on "
+                       "validation AUC from a 12-point grid (2 x 3 x 2: 0.05/0.1, 7/31/127, 20/200); "
+                       "`gbdt: auto` sets it")
+
+    def grid_point(self) -> dict[str, float | int]:
+        """The values of this setting's :data:`GBDT_GRID` keys."""
+        return {k: getattr(self, k) for k in GBDT_GRID}
 
 
 class ExperimentConfig(_Strict):
@@ -464,6 +484,8 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[s
 def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
+    if tree.get("gbdt") == "auto":  # so that --set gbdt.max_iter=... applies to it
+        tree = {**tree, "gbdt": {"tune": True}}
     apply_overrides(tree, overrides)
     try:
         return ExperimentConfig.model_validate(tree)

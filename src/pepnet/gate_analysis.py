@@ -39,6 +39,9 @@ class GateSummary:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
 
+        from .plotfonts import use_fonts
+
+        use_fonts()
         tables = [(n, t) for n, t in (("EPNet: mean gate per domain x general field", self.epnet),
                                       ("PPNet: mean gate per (domain, layer) x task", self.ppnet)) if t is not None]
         fig, axes = plt.subplots(1, len(tables), figsize=(7 * len(tables), 0.25 * max(t.height for _, t in tables) + 2.5),
@@ -46,7 +49,8 @@ class GateSummary:
         for ax, (title, table) in zip(axes[0], tables, strict=True):
             labels = table.columns[1:] if title.startswith("EP") else table.columns[2:]
             rows = table[table.columns[0]].cast(pl.String).to_list() if title.startswith("EP") else \
-                [f"{d} / L{layer}" for d, layer in zip(table["domain"].to_list(), table["layer"].to_list(), strict=True)]
+                [f"{d} / L{layer}" for d, layer in zip(table[table.columns[0]].to_list(),
+                                                       table[table.columns[1]].to_list(), strict=True)]
             values = table.select(labels).to_numpy()
             im = ax.imshow(values, aspect="auto", cmap="coolwarm", vmin=min(values.min(), 2 - values.max()),
                            vmax=max(values.max(), 2 - values.min()))
@@ -58,6 +62,31 @@ class GateSummary:
         fig.savefig(path, dpi=110)
         plt.close(fig)
         return path
+
+
+def label_column(names: list[str], base: str = "domain") -> str:
+    """The name of a label column (``domain``, ``layer``) beside value columns ``names``: ``base``, or
+    ``base_label`` (then more underscores) when a field or task is itself named so (a feature named
+    ``domain`` must not overwrite the domain labels)."""
+    out = base
+    while out in names:
+        out = f"{out}_label" if out == base else f"{out}_"
+    return out
+
+
+def top_fields(epnet: pl.DataFrame, k: int = 5) -> str:
+    """A compact text form of the EPNet table: per domain, the ``k`` fields whose mean gate is farthest from 1
+    (1 = as if ungated), most amplified or suppressed first, e.g. ``books  item_id 1.62  user_id 0.48 ...``."""
+    label, fields = epnet.columns[0], epnet.columns[1:]
+    values = epnet.select(fields).to_numpy()
+    names = [str(d) for d in epnet[label].to_list()]
+    width = max(map(len, names), default=0)
+    lines = [(f"EPNet: per domain, the {min(k, len(fields))} of {len(fields)} fields whose mean gate is farthest "
+              "from 1 (all of them in gates_epnet.csv)")]
+    for name, row in zip(names, values, strict=True):
+        top = np.argsort(-np.abs(row - 1.0), kind="stable")[:k]
+        lines.append(f"{name:<{width}}  " + "  ".join(f"{fields[j]} {row[j]:.2f}" for j in top))
+    return "\n".join(lines)
 
 
 @torch.no_grad()
@@ -85,15 +114,18 @@ def summarise_gates(model: torch.nn.Module, data: EncodedData, general_names: li
     epnet = None
     if "epnet" in sums:
         means = (sums["epnet"] / counts[:, None]).numpy()
-        epnet = pl.DataFrame({"domain": data.domain_names, **{n: means[:, j] for j, n in enumerate(general_names)}})
+        label = label_column(general_names)
+        epnet = pl.DataFrame([pl.Series(label, data.domain_names, dtype=pl.String),
+                              *(pl.Series(n, means[:, j]) for j, n in enumerate(general_names))])
     layers = sorted((k for k in sums if k.startswith("ppnet.")), key=lambda k: int(k.split(".")[1]))
     ppnet = None
     if layers:
         parts = []
         for k in layers:
             means = (sums[k] / counts[:, None]).numpy()
-            parts.append(pl.DataFrame({"domain": data.domain_names, "layer": [int(k.split(".")[1])] * n_dom,
-                                       **{t: means[:, j] for j, t in enumerate(tasks)}}))
+            parts.append(pl.DataFrame([pl.Series(label_column(tasks), data.domain_names, dtype=pl.String),
+                                       pl.Series(label_column(tasks, "layer"), [int(k.split(".")[1])] * n_dom),
+                                       *(pl.Series(t, means[:, j]) for j, t in enumerate(tasks))]))
         ppnet = pl.concat(parts)
     return GateSummary(epnet, ppnet)
 
@@ -104,4 +136,4 @@ def run_gates(run, data: EncodedData) -> GateSummary:
     return summarise_gates(run.model, data, general, run.encoder.task_names, run.config.train.eval_batch_size)
 
 
-__all__ = ["GateSummary", "run_gates", "summarise_gates"]
+__all__ = ["GateSummary", "label_column", "run_gates", "summarise_gates", "top_fields"]

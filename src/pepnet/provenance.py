@@ -67,8 +67,16 @@ def check_same_data(out: Path, prep: Prepared) -> None:
                             file=", ".join(sorted({f for fr in prep.frames.values() for f in fr.files})))
 
 
-def write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None:
-    """run.json: seed, versions, platform, git revision, file and split fingerprints, rows, the config."""
+def write_run_info(out: Path, config: ExperimentConfig, prep: Prepared, info: dict | None = None) -> None:
+    """run.json: :func:`run_info`, or ``info`` (computed once for many runs on ``prep``, e.g. the seeds of
+    ``pepnet compare``) with this run's seed and config."""
+    info = {**(info or run_info(config, prep)), "seed": config.train.seed,
+            "deterministic": config.train.deterministic, "config": config.to_dict()}
+    atomic_write(out / RUN_INFO, json.dumps(info, indent=1))
+
+
+def run_info(config: ExperimentConfig, prep: Prepared) -> dict:
+    """Seed, versions, platform, git revision, file and split fingerprints (sha256), rows, the config."""
     import importlib.metadata as md
 
     versions = {}
@@ -90,8 +98,8 @@ def write_run_info(out: Path, config: ExperimentConfig, prep: Prepared) -> None:
         "rows": {k: v.df.height for k, v in prep.frames.items()},
         "config": config.to_dict(),
     }
-    atomic_write(out / RUN_INFO, json.dumps(info, indent=1))
+    return info
 
 
-__all__ = ["RUN_INFO", "check_same_data", "file_sha256", "fingerprint", "git_revision", "split_fingerprints",
-           "write_run_info"]
+__all__ = ["RUN_INFO", "check_same_data", "file_sha256", "fingerprint", "git_revision", "run_info",
+           "split_fingerprints", "write_run_info"]

@@ -29,6 +29,7 @@ from .data.sources import Frame, read_files
 from .data.validate import validated
 from .errors import DataError
 from .metrics import MetricsReport, evaluate
+from .metrics.predictions import write_predictions
 from .nn import ModelLayout, build_model
 from .prepare import Prepared, layout_from_encoder, prepare, transform
 from .provenance import RUN_INFO, check_same_data, write_run_info
@@ -45,16 +46,26 @@ CONFIG_FILE = "config.yaml"
 ENCODER_DIR = "encoder"
 LAYOUT_FILE = "layout.json"
 REFIT_DIR = "refit"  # train.refit: the final model trained on training + validation rows
+PREDICTIONS_FILE = "test_predictions.parquet"  # the final model's test predictions (see write_predictions)
+
+
+def reported_probs(model: nn.Module, data: EncodedData, encoder: Encoder, batch_size: int, device: torch.device,
+                   dist: DistContext | None = None) -> np.ndarray:
+    """Predicted probabilities [N, T_reported] of ``model`` on ``data`` for the encoder's reported
+    (non-auxiliary) tasks; with ``dist`` every rank scores a block and the predictions are gathered."""
+    return predict_probs(model, TensorData(data), batch_size, device, dist)[:, encoder.reported_columns]
+
+
+def report_of(probs: np.ndarray, data: EncodedData, encoder: Encoder) -> MetricsReport:
+    """Metrics of reported-task probabilities ``probs`` [N, T_reported] on ``data``."""
+    cols = encoder.reported_columns
+    return evaluate(probs, data.labels[:, cols], data.domain, data.user, encoder.reported_tasks, data.domain_names)
 
 
 def score(model: nn.Module, data: EncodedData, encoder: Encoder, batch_size: int, device: torch.device,
           dist: DistContext | None = None) -> MetricsReport:
-    """Metrics of ``model`` on ``data`` for the encoder's reported (non-auxiliary) tasks; with ``dist`` every
-    rank scores a block and the predictions are gathered."""
-    probs = predict_probs(model, TensorData(data), batch_size, device, dist)
-    cols = encoder.reported_columns
-    return evaluate(probs[:, cols], data.labels[:, cols], data.domain, data.user, encoder.reported_tasks,
-                    data.domain_names)
+    """Metrics of ``model`` on ``data`` for the encoder's reported (non-auxiliary) tasks."""
+    return report_of(reported_probs(model, data, encoder, batch_size, device, dist), data, encoder)
 
 
 class Run:
@@ -114,12 +125,14 @@ class Run:
 @dataclass
 class Trained:
     """The outcome of :func:`train_model`: the final model, the training state of the run that chose the epoch,
-    the test report of the final model, and the encoder the final model reads (a refit fits its own)."""
+    the test report of the final model, the encoder the final model reads (a refit fits its own) and the final
+    model's test predictions [N_test, T_reported] (also in ``PREDICTIONS_FILE``)."""
 
     model: nn.Module
     state: TrainState
     report: MetricsReport
     encoder: Encoder
+    test_probs: np.ndarray
 
 
 def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: bool = False,
@@ -175,8 +188,11 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
         return refit(config, prep, state, out / REFIT_DIR, log, callbacks)
     model.load_state_dict(load_checkpoint(out / BEST, map_location=device))
     log("scoring the test split")
-    report = score(model, prep.encoded["test"], encoder, tc.eval_batch_size, device, ctx)
-    return Trained(model, state, report, encoder)
+    test = prep.encoded["test"]
+    probs = reported_probs(model, test, encoder, tc.eval_batch_size, device, ctx)
+    if ctx.is_main:
+        write_predictions(out / PREDICTIONS_FILE, probs, test, encoder.reported_columns, encoder.reported_tasks)
+    return Trained(model, state, report_of(probs, test, encoder), encoder, probs)
 
 
 def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path,
@@ -192,7 +208,9 @@ def refit(config: ExperimentConfig, prep: Prepared, state: TrainState, out: Path
     tree = config.to_dict()
     tree["train"] = {**tree["train"], "epochs": state.best_epoch}
     final = train_model(parse_config(tree, f"{config.name} (refit)"), rprep, out, log=log, callbacks=callbacks)
-    return Trained(final.model, state, final.report, rprep.encoder)
+    if distributed.init_from_env(config.train.device).is_main:  # the run's predictions are the final model's
+        (out.parent / PREDICTIONS_FILE).write_bytes((out / PREDICTIONS_FILE).read_bytes())
+    return Trained(final.model, state, final.report, rprep.encoder, final.test_probs)
 
 
 def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = False,
@@ -222,15 +240,34 @@ def fit(config: ExperimentConfig | str | Path, out: str | Path, resume: bool = F
         check_same_data(out, prep)
     elif main:
         write_run_info(out, config, prep)
+    if tc.epochs == 1 and "valid" in prep.encoded:
+        log("note: train.epochs is 1, so no epoch is chosen on validation; for new data keep the default "
+            "(5, with patience 2) or raise it (docs/configuration.md, train.epochs)")
     trained = train_model(config, prep, out, resume=resume, log=log)
     state, report = trained.state, trained.report
     if main:
-        report.to_json(out / "metrics.json")
-        report.to_csv(out / "metrics.csv")
+        write_metrics(out, report)
     log(f"best epoch {state.best_epoch} (valid mean {tc.monitor} {state.best:.4f})"
         + ("; final model refit on training + validation rows" if tc.refit else "") + "; test metrics:")
     return Run(out, config, trained.encoder, trained.model, report)
 
 
-__all__ = ["CONFIG_FILE", "DataError", "ENCODER_DIR", "LAYOUT_FILE", "REFIT_DIR", "Run", "Trained", "fit", "refit",
-           "score", "train_model"]
+def write_metrics(out: Path, report: MetricsReport) -> None:
+    """The test report as metrics.json and metrics.csv in ``out``."""
+    report.to_json(out / "metrics.json")
+    report.to_csv(out / "metrics.csv")
+
+
+def complete_run_dir(out: Path, config: ExperimentConfig, prep: Prepared, trained: Trained,
+                     info: dict | None = None) -> None:
+    """Make ``out``, where :func:`train_model` trained, a full run directory as `pepnet fit` writes it (usable
+    by evaluate, predict, gates, inspect and report): config.yaml, encoder/, run.json and metrics.json / .csv.
+    ``info``: :func:`pepnet.provenance.run_info` computed once for many runs on ``prep``."""
+    (out / CONFIG_FILE).write_text(yaml.safe_dump(config.to_dict(), sort_keys=False))
+    prep.encoder.save(out / ENCODER_DIR)
+    write_run_info(out, config, prep, info)
+    write_metrics(out, trained.report)
+
+
+__all__ = ["CONFIG_FILE", "DataError", "ENCODER_DIR", "LAYOUT_FILE", "PREDICTIONS_FILE", "REFIT_DIR", "Run", "Trained",
+           "complete_run_dir", "fit", "refit", "report_of", "reported_probs", "score", "train_model", "write_metrics"]

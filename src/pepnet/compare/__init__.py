@@ -16,19 +16,25 @@ from __future__ import annotations
 
 import json
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+import numpy as np
+
 from ..config import ExperimentConfig, as_config, parse_config
+from ..errors import DataWarning
 from ..fileio import atomic_write
 from ..prepare import prepare
-from ..run import train_model
+from ..provenance import run_info
+from ..run import complete_run_dir, train_model
 from .gbdt import GBDT as GBDTBaseline
 from .gbdt import NAME as GBDT
 from .progress import Progress, duration
 from .render import format_tables, nan_to_none, paired_table, plot, write_csv
 from .results import aggregate
+from .stats import add_statistics
 
 MODELS = ("shared_bottom", "mmoe", "ple", "star", "epnet_only", "ppnet_only", "pepnet", GBDT)
 """Default models of a comparison, in table order."""
@@ -91,7 +97,8 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
     prep = prepare(config, log=log)
     log(f"data prepared once in {time.time() - t0:.1f}s; {len(rows)} model(s) x {seeds} seed(s)")
     refit = config.train.refit
-    progress = Progress([e.model == GBDT for e in rows for _ in range(seeds)],
+    runs_of = {e.label: 1 if e.model == GBDT else seeds for e in rows}  # the GBDT is deterministic: fitted once
+    progress = Progress([e.model == GBDT for e in rows for _ in range(runs_of[e.label])],
                         config.train.epochs * (2 if refit else 1), log)
     gbdt = GBDTBaseline(prep, config.gbdt, refit_config=config if refit else None) \
         if any(e.model == GBDT for e in rows) else None
@@ -99,14 +106,17 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
         "config_name": config.name, "config": config.to_dict(), "n_seeds": seeds,
         "tasks": prep.encoder.reported_tasks, "domains": prep.encoded["test"].domain_names, "models": {},
     }
+    test_probs: dict[str, np.ndarray] = {}
+    provenance: dict[str, Any] | None = None
     for entry in rows:
-        runs = []
-        for k in range(seeds):
+        runs, probs = [], []
+        for k in range(runs_of[entry.label]):
             seed = config.train.seed + k
             progress.begin(entry.label, seed)
             if gbdt is not None and entry.model == GBDT:
-                report, rounds = gbdt.fit(seed, log=progress.message)
-                run: dict[str, Any] = {"seed": seed, "gbdt_rounds": rounds}
+                report, rounds, p = gbdt.fit(seed, log=progress.message)
+                probs.append(p)
+                run: dict[str, Any] = {"seed": seed, "gbdt_rounds": rounds, "fitted_once": True}
             else:
                 tree = config.to_dict()
                 tree["model"] = {**tree["model"], "name": entry.model, **entry.overrides}
@@ -115,17 +125,26 @@ def compare(config: ExperimentConfig | str | Path, out: str | Path, models: list
                 run_dir = out / "runs" / entry.label.replace("[", "_").replace("]", "").replace("=", "-") / f"seed{seed}"
                 trained = train_model(cfg, prep, run_dir, log=progress.message, callbacks=[progress])
                 state, report = trained.state, trained.report
+                probs.append(trained.test_probs)
+                provenance = provenance or run_info(config, prep)  # hashes the data: once
+                complete_run_dir(run_dir, cfg, prep, trained, provenance)
                 run = {"seed": seed, "best_epoch": state.best_epoch, "epochs_run": state.epoch, "history": state.history}
             run.update(seconds=round(progress.end(), 1), report=report.to_dict())
             runs.append(run)
             log(f"{progress.label} done in {duration(run['seconds'])}: test "
                 + ", ".join(f"{r['task']} AUC {r['auc']:.4f}" for r in report.overall())
                 + f"  | time left <= {progress.eta()}")
+        test_probs[entry.label] = np.stack(probs)
         agg = aggregate(runs)
         result["models"][entry.label] = {
             "model": entry.model, "overrides": entry.overrides, "runs": runs,
             "aggregate": {"|".join(k): v for k, v in agg.items()},
         }
+    log("paired bootstrap intervals on the test split")
+    test = prep.encoded["test"]
+    for line in add_statistics(result, test_probs, test.labels[:, prep.encoder.reported_columns], test.domain,
+                               test.user):
+        warnings.warn(line, DataWarning, stacklevel=2)
     result["seconds"] = round(time.time() - t0, 1)
     log("writing results.json, results.csv, results.md, results.png")
     atomic_write(out / "results.json", json.dumps(nan_to_none(result), indent=1, allow_nan=False))

@@ -7,11 +7,12 @@ split too. The config's ``gbdt`` section gives the trees.
 """
 from __future__ import annotations
 
+import itertools
 from typing import TYPE_CHECKING, Any, Callable
 
 import numpy as np
 
-from ..config import ExperimentConfig, GBDTConfig
+from ..config import GBDT_GRID, ExperimentConfig, GBDTConfig
 from ..metrics import MetricsReport, evaluate
 from ..prepare import Prepared
 
@@ -67,10 +68,14 @@ class GBDT:
         """The data of the final trees: the refit splits with ``train.refit``, else the prepared ones."""
         return self.prep.for_refit(self.refit_config) if self.refit_config is not None else self.prep
 
-    def fit(self, seed: int, log: Callable[[str], None] = print) -> tuple[MetricsReport, dict[str, Any]]:
+    def fit(self, seed: int, log: Callable[[str], None] = print) -> tuple[MetricsReport, dict[str, Any], np.ndarray]:
         """Trees per reported task (auxiliary tasks help only shared models): the number of boosting rounds, up
         to ``params.max_iter``, is chosen by validation AUC (staged predictions); the test split is predicted
-        once, by the trees up to that round (or by the refit trees). Returns (test report, {task: best rounds})."""
+        once, by the trees up to that round (or by the refit trees). With ``params.tune`` (``gbdt: auto``),
+        each task's trees are those of the :func:`candidates` setting with the best validation AUC.
+        Returns (test report, {task: best rounds, or with ``tune`` {"rounds", "setting"}}, test predictions
+        [N_test, T_reported]). The trees are deterministic (no subsampling, no early-stopping split), so
+        ``pepnet compare`` fits them once."""
         from sklearn.metrics import roc_auc_score
 
         enc, refit, params = self.prep.encoder, self.refit_config is not None, self.params
@@ -81,25 +86,40 @@ class GBDT:
         probs = np.full((test.labels.shape[0], len(enc.reported_tasks)), np.nan, dtype=np.float64)
         rounds: dict[str, int] = {}
         cols = enc.reported_columns
+        settings = candidates(params)
         for j, (t, task) in enumerate(zip(cols, enc.reported_tasks, strict=True)):
-            log(f"gbdt {task}: up to {params.max_iter} rounds")
-            clf = train_trees(x_train, self.prep.encoded["train"].labels[:, t], params, params.max_iter, seed)
+            log(f"gbdt {task}: up to {params.max_iter} rounds" + (f", {len(settings)} settings" if params.tune else ""))
             keep = ~np.isnan(self.prep.encoded["valid"].labels[:, t])
             yv = self.prep.encoded["valid"].labels[keep, t]
-            scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
-                      for p in clf.staged_predict_proba(x_valid[keep])]
-            best = int(np.argmax(scores))
-            rounds[task] = best + 1
+            fits = []  # (valid AUC, rounds, setting, trees) of each setting at its best round
+            for setting in settings:
+                clf = train_trees(x_train, self.prep.encoded["train"].labels[:, t], setting, setting.max_iter, seed)
+                scores = [roc_auc_score(yv, p[:, 1]) if yv.min() != yv.max() else 0.0
+                          for p in clf.staged_predict_proba(x_valid[keep])]
+                fits.append((max(scores), int(np.argmax(scores)) + 1, setting, clf))
+            score, best, setting, clf = max(fits, key=lambda f: f[0])  # the first of equals
+            rounds[task] = {"rounds": best, "setting": setting.grid_point()} if params.tune else best
             if refit:
-                trees = train_trees(self._features(True, "train"), self.final.encoded["train"].labels[:, t], params,
-                                    best + 1, seed)
+                trees = train_trees(self._features(True, "train"), self.final.encoded["train"].labels[:, t], setting,
+                                    best, seed)
                 probs[:, j] = trees.predict_proba(x_test)[:, 1]
             else:
-                probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x_test)) if i == best)[:, 1]
-            log(f"gbdt {task}: {best + 1} rounds (valid AUC {scores[best]:.4f})"
+                probs[:, j] = next(p for i, p in enumerate(clf.staged_predict_proba(x_test)) if i == best - 1)[:, 1]
+            log(f"gbdt {task}: {best} rounds (valid AUC {score:.4f})"
+                + (f", tuned {setting.grid_point()} of {len(fits)} settings" if params.tune else "")
                 + (", refit on training + validation rows" if refit else ""))
         report = evaluate(probs, test.labels[:, cols], test.domain, test.user, enc.reported_tasks, test.domain_names)
-        return report, rounds
+        return report, rounds, probs
 
 
-__all__ = ["GBDT", "NAME", "stat_matrix", "train_trees"]
+def candidates(params: GBDTConfig) -> list[GBDTConfig]:
+    """The tree settings :meth:`GBDT.fit` chooses from on validation: ``params`` itself, or with ``params.tune``
+    every point of :data:`pepnet.config.GBDT_GRID` (other keys from ``params``)."""
+    if not params.tune:
+        return [params]
+    keys = list(GBDT_GRID)
+    return [params.model_copy(update=dict(zip(keys, values, strict=True)))
+            for values in itertools.product(*(GBDT_GRID[k] for k in keys))]
+
+
+__all__ = ["GBDT", "NAME", "candidates", "stat_matrix", "train_trees"]

@@ -1,4 +1,5 @@
-"""The comparison as readable files: Markdown tables (best of each column in bold, paired-by-seed differences),
+"""The comparison as readable files: Markdown tables (best of each column in bold, differences from the reference
+with their bootstrap intervals: :mod:`pepnet.compare.stats`),
 CSV (every cell with its values) and a PNG bar chart."""
 from __future__ import annotations
 
@@ -54,34 +55,41 @@ def _md_table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join(lines)
 
 
-def reference_model(labels: list[str]) -> str:
-    """The model the others are paired against: the GBDT when compared, else shared-bottom, else the first."""
-    return next((m for m in (GBDT, "shared_bottom") if m in labels), labels[0])
+def format_difference(cell: dict[str, Any] | None) -> str:
+    """``+0.0123 [-0.0040, +0.0290]``; ``—`` when undefined."""
+    if not cell or cell.get("value") is None:
+        return "—"
+    if cell.get("low") is None:
+        return f"{cell['value']:+.4f}"
+    return f"{cell['value']:+.4f} [{cell['low']:+.4f}, {cell['high']:+.4f}]"
 
 
-def paired_table(result: dict[str, Any]) -> str | None:
-    """Markdown: every other model against :func:`reference_model`, seed by seed (the k-th run of every model
-    has the same seed): mean difference of the overall AUC of each task and on how many seeds the model is
-    ahead. None with one seed or one model."""
-    labels = list(result["models"])
-    if result["n_seeds"] < 2 or len(labels) < 2:
+def paired_table(result: dict[str, Any], metric: str = "auc") -> str | None:
+    """Markdown: every other model's difference from the reference in the overall test ``metric`` of each task,
+    with its 95% bootstrap interval and the seeds that agree. None without paired statistics or with one model."""
+    paired = result.get("paired")
+    if not paired or not paired["models"]:
         return None
-    ref = reference_model(labels)
-
-    def values(model: str, task: str) -> np.ndarray:
-        return np.asarray(result["models"][model]["aggregate"][f"{ALL_DOMAINS}|{task}|auc"]["values"], dtype=float)
-
+    ref, once = paired["reference"], paired["reference_fitted_once"]
+    seeds_col = not once and result["n_seeds"] > 1
     rows = []
-    for m in (m for m in labels if m != ref):
+    for m, cells in paired["models"].items():
         row = [m]
         for task in result["tasks"]:
-            d = values(m, task) - values(ref, task)
-            d = d[~np.isnan(d)]
-            row += [f"{d.mean():+.4f}" if d.size else "—", f"{int((d > 0).sum())} / {d.size}"]
+            cell = cells.get(f"{ALL_DOMAINS}|{task}|{metric}")
+            row.append(format_difference(cell))
+            if seeds_col:
+                row.append(f"{cell['agreeing']} / {cell['seeds']}" if cell and cell["seeds"] else "—")
         rows.append(row)
-    header = ["model"] + [h for t in result["tasks"] for h in (f"{t} AUC - {ref}", f"{t} ahead on")]
-    return (f"Paired by seed against {ref} (overall test AUC): mean difference, and on how many seeds the model "
-            f"is ahead.\n\n" + _md_table(header, rows))
+    m_up = metric.upper()
+    header = ["model"] + [h for t in result["tasks"]
+                          for h in ([f"{t} {m_up} - {ref} [95% CI]"] + ([f"{t} seeds agreeing"] if seeds_col else []))]
+    how = (f"{ref} is fitted once (deterministic), so each seed is paired with that one fit; seeds are not counted "
+           "against a constant" if once else "paired by seed; seeds agreeing: the seeds whose own difference has the "
+           "sign of the mean")
+    return (f"Difference from {ref} (overall test {m_up}, mean over seeds) with its 95% interval from a user-level "
+            f"bootstrap of the test split ({paired['n_boot']} resamples; {how}). An interval that holds 0 is no "
+            "evidence of a difference.\n\n" + _md_table(header, rows))
 
 
 def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
@@ -97,6 +105,7 @@ def format_tables(result: dict[str, Any], per_domain: bool = True) -> str:
     rows = [[m] + [_cell(agg, m, k, best[k]) for k in keys] for m in labels]
     parts = [f"Test split, mean ± std over {result['n_seeds']} seed(s); best of each column in bold.\n",
              _md_table(header, rows)]
+    parts += [f"\nwarning: {w}" for w in result.get("warnings", [])]
     paired = paired_table(result)
     if paired:
         parts += ["", paired]
@@ -131,6 +140,10 @@ def plot(result: dict[str, Any], path: Path) -> None:
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    from ..plotfonts import use_fonts
+
+    use_fonts()
+
     labels = list(result["models"])
     tasks = list(result["tasks"])
     fig, axes = plt.subplots(len(METRICS), len(tasks), figsize=(max(6.0, 0.9 * len(labels)) * len(tasks), 3.6 * len(METRICS)),
@@ -158,4 +171,4 @@ def plot(result: dict[str, Any], path: Path) -> None:
     plt.close(fig)
 
 
-__all__ = ["format_tables", "nan_to_none", "paired_table", "plot", "reference_model", "write_csv"]
+__all__ = ["format_difference", "format_tables", "nan_to_none", "paired_table", "plot", "write_csv"]

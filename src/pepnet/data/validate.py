@@ -110,7 +110,8 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
     if schema.time:
         s = frame.df[schema.time]
         if not (s.dtype.is_integer() or s.dtype.is_temporal() or s.dtype.is_float()):
-            raise DataError(f"time column has dtype {s.dtype}; expected unix seconds (integer) or a datetime",
+            raise DataError(f"time column has dtype {s.dtype}; expected unix seconds (integer), a datetime or ISO "
+                            "date / datetime text",
                             file=", ".join(frame.files), column=schema.time)
         file, row = _locate(frame, s.is_null())
         if row is not None:
@@ -166,7 +167,34 @@ def validate(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
     check_values(frame, schema, labels)
 
 
+ISO_FORMATS = ("%Y-%m-%d", "%Y-%m-%dT%H:%M:%S%.f", "%Y-%m-%d %H:%M:%S%.f", "%Y-%m-%dT%H:%M", "%Y-%m-%d %H:%M")
+ISO_ZONED = ("%Y-%m-%dT%H:%M:%S%.f%z", "%Y-%m-%d %H:%M:%S%.f%z", "%Y-%m-%dT%H:%M%z")
+
+
+def parse_time(frame: Frame, schema: SchemaConfig) -> Frame:
+    """A time column of text holding ISO 8601 dates or datetimes (``2024-05-01``, ``2024-05-01 13:45:00``,
+    ``2024-05-01T13:45:00.250Z``, ``...+08:00``) becomes a datetime column (an offset is converted to UTC;
+    times without one are taken as written). A value that is no such date raises a DataError naming its row."""
+    if not schema.time or schema.time not in frame.df.columns or frame.df[schema.time].dtype != pl.String:
+        return frame
+    s = frame.df[schema.time].str.strip_chars().str.replace(r"Z$", "+00:00")
+    parsed = [s.str.to_datetime(f, strict=False, time_unit="us") for f in ISO_FORMATS]
+    parsed += [s.str.to_datetime(f, strict=False, time_unit="us", time_zone="UTC").dt.replace_time_zone(None)
+               for f in ISO_ZONED]
+    out = pl.select(pl.coalesce(parsed)).to_series().alias(schema.time)
+    bad = out.is_null() & frame.df[schema.time].is_not_null()
+    file, row = _locate(frame, bad)
+    if row is not None:
+        value = frame.df[schema.time][int(bad.arg_true()[0])]
+        raise DataError(f"time {value!r} is not an ISO date or datetime; expected e.g. 2024-05-01, "
+                        "2024-05-01 13:45:00 or 2024-05-01T13:45:00+08:00 (or unix seconds as an integer)",
+                        file=file, column=schema.time, row=row)
+    return Frame(frame.df.with_columns(out), frame.files)
+
+
 def validated(frame: Frame, schema: SchemaConfig, labels: bool = True, log: Callable[[str], None] = print) -> Frame:
-    """:func:`validate` ``frame``, then (with ``labels``) :func:`drop_missing`: the rows to train or score on."""
+    """:func:`parse_time` and :func:`validate` ``frame``, then (with ``labels``) :func:`drop_missing`: the rows to
+    train or score on."""
+    frame = parse_time(frame, schema)
     validate(frame, schema, labels)
     return drop_missing(frame, schema, log) if labels else frame

@@ -24,7 +24,7 @@ import torch
 
 from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
-from ..data.validate import validate
+from ..data.validate import validated
 from ..fileio import atomic_write
 
 MODEL_FILE = "model.pt2"
@@ -131,7 +131,7 @@ class ExportedModel:
         """Validate raw rows and encode them as training did: (sparse int64 [N, Fs], dense float32 [N, Fd])."""
         from ..prepare import transform  # names the file and row of a value the encoder cannot read
 
-        validate(frame, self.encoder.schema, labels=False)
+        frame = validated(frame, self.encoder.schema, labels=False)  # ISO date text in the time column is parsed
         enc = transform(self.encoder, frame)
         return torch.from_numpy(enc.sparse), torch.from_numpy(enc.dense)
 

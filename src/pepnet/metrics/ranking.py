@@ -20,7 +20,7 @@ import math
 import numpy as np
 from numpy.typing import ArrayLike, NDArray
 
-__all__ = ["auc", "gauc", "logloss"]
+__all__ = ["auc", "gauc", "group_aucs", "logloss"]
 
 
 def _binary_labels(labels: ArrayLike, name: str = "labels") -> NDArray[np.bool_]:
@@ -88,13 +88,11 @@ def auc(labels: ArrayLike, scores: ArrayLike) -> float:
     return twice_u / (2.0 * n_pos * n_neg)
 
 
-def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float, int]:
-    """Group AUC: per-group AUC averaged with weights = group size (impressions).
+def group_aucs(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """AUC of every group (e.g. user) on its own rows.
 
-    Only groups (e.g. users) that contain both a positive and a negative row take
-    part; each one is weighted by its number of rows. Fully vectorised: one
-    ``lexsort`` by (group, score), tie runs within each group, and per-group
-    sums via ``np.add.reduceat``.
+    Fully vectorised: one ``lexsort`` by (group, score), tie runs within each group, and per-group sums via
+    ``np.add.reduceat``.
 
     Args:
         labels: [N] binary labels (0/1, bool/int/float).
@@ -102,7 +100,8 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float
         groups: [N] group ids (any sortable dtype, e.g. int user ids).
 
     Returns:
-        ``(gauc, n_groups_used)``; ``(nan, 0)`` when no group has both classes.
+        ``(keys, aucs, sizes)``, each [G] over the G distinct groups in sorted order: the group id, its AUC
+        (``nan`` unless the group holds both a positive and a negative row) and its number of rows.
     """
     y = _binary_labels(labels)
     n = y.shape[0]
@@ -113,7 +112,7 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float
     if g.dtype.kind == "f" and np.isnan(g).any():
         raise ValueError("groups contain NaN")
     if n == 0:
-        return math.nan, 0
+        return g[:0], np.zeros(0), np.zeros(0, dtype=np.int64)
 
     order = np.lexsort((s, g))  # primary key: group, secondary: score
     g_sorted = g[order]
@@ -137,14 +136,33 @@ def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float
     g_pos = np.add.reduceat(pos_run, group_first_run)
     g_len = np.diff(np.append(group_starts, n))
     g_neg = g_len - g_pos
-
     ok = (g_pos > 0) & (g_neg > 0)
+    aucs = np.full(n_groups, np.nan)
+    aucs[ok] = twice_u[ok] / (2.0 * g_pos[ok] * g_neg[ok])
+    return g_sorted[group_starts], aucs, g_len
+
+
+def gauc(labels: ArrayLike, scores: ArrayLike, groups: ArrayLike) -> tuple[float, int]:
+    """Group AUC: per-group AUC (:func:`group_aucs`) averaged with weights = group size (impressions).
+
+    Only groups (e.g. users) that contain both a positive and a negative row take part; each one is weighted
+    by its number of rows.
+
+    Args:
+        labels: [N] binary labels (0/1, bool/int/float).
+        scores: [N] real scores.
+        groups: [N] group ids (any sortable dtype, e.g. int user ids).
+
+    Returns:
+        ``(gauc, n_groups_used)``; ``(nan, 0)`` when no group has both classes.
+    """
+    _, aucs, sizes = group_aucs(labels, scores, groups)
+    ok = ~np.isnan(aucs)
     n_used = int(np.count_nonzero(ok))
     if n_used == 0:
         return math.nan, 0
-    group_auc = twice_u[ok] / (2.0 * g_pos[ok] * g_neg[ok])
-    weights = g_len[ok].astype(np.float64)
-    return float(np.dot(weights, group_auc) / weights.sum()), n_used
+    weights = sizes[ok].astype(np.float64)
+    return float(np.dot(weights, aucs[ok]) / weights.sum()), n_used
 
 
 def logloss(labels: ArrayLike, probs: ArrayLike, eps: float = 1e-7) -> float:
