@@ -66,6 +66,7 @@ def tiny():
 SYNTHETIC_SCHEMA = {
     "domain": "domain_id",
     "user": "user_id",
+    "item": "item_id",
     "time": "time",
     "labels": {"click": {"column": "click"}, "like": {"column": "like"}},
     "features": [

@@ -34,6 +34,16 @@ def test_auxiliary_task_is_predicted(aux_run):
     assert run.model(torch.as_tensor(test.sparse), torch.as_tensor(test.dense)).shape == (len(test), 2)
 
 
+def test_predictions_leave_auxiliary_tasks_out_unless_asked(aux_run, synthetic_parquet):
+    out, run = aux_run
+    loaded = pepnet.Run.load(out)
+    default = loaded.predict(str(synthetic_parquet))
+    every = loaded.predict(str(synthetic_parquet), auxiliary=True)
+    assert "p_click" in default.columns and "p_like" not in default.columns
+    assert every.columns == [*default.columns, "p_like"]
+    assert every["p_click"].equals(default["p_click"]) and every["p_like"].n_unique() > 1
+
+
 def test_auxiliary_loss_trains_its_tower(tmp_path, tiny_config_tree):
     towers = {}
     for weight in (0.0, 1.0):

@@ -2,6 +2,10 @@
 (pepnet.fit, Run.load, Run.evaluate, Run.predict), on a 3,000-row synthetic parquet file."""
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+
 import numpy as np
 import polars as pl
 import pytest
@@ -90,6 +94,27 @@ def test_predict_writes_one_row_per_input_row(fitted, synthetic_parquet, tmp_pat
     assert f"{data.height:,} rows" in result.stdout
 
 
+def test_predict_carries_the_keys_and_the_kept_columns(fitted, synthetic_parquet, tmp_path):
+    """Each prediction row carries its domain, user, item and time (the schema's keys) and the --keep columns,
+    so it joins back to its input row by key, not only by position."""
+    _, run, _ = fitted
+    out = tmp_path / "p.parquet"
+    result = _cli("predict", run, "--data", synthetic_parquet, "--out", out,
+                  "--keep", "author_id,d0", "--keep", "user_id")
+    assert result.exit_code == 0, result.output
+    preds, data = pl.read_parquet(out), pl.read_parquet(synthetic_parquet)
+    keys = ["domain_id", "user_id", "item_id", "time", "author_id", "d0"]
+    assert preds.columns == [*keys, "p_click", "p_like"]
+    assert preds.select(keys).equals(data.select(keys))
+
+
+def test_predict_refuses_a_kept_column_the_input_lacks(fitted, synthetic_parquet, tmp_path):
+    _, run, _ = fitted
+    line = _one_error_line(_cli("predict", run, "--data", synthetic_parquet, "--out", tmp_path / "p.parquet",
+                                "--keep", "order_id"))
+    assert "'order_id'" in line and "input does not have it" in line and not (tmp_path / "p.parquet").exists()
+
+
 def test_predict_needs_no_label_columns(fitted, synthetic_parquet, tmp_path):
     _, run, _ = fitted
     unlabelled = tmp_path / "new.parquet"
@@ -152,3 +177,55 @@ def test_python_api_accepts_a_config_object(tiny_config_tree, tmp_path):
     run = pepnet.fit(config, out=tmp_path / "run", log=lambda _: None)
     assert (tmp_path / "run" / "model.pt").is_file()
     assert set(run.report.domain_names) <= {"0", "1", "2"} and run.report.domain_names
+
+
+def test_version_prints_the_package_version():
+    result = _cli("--version")
+    assert result.exit_code == 0 and result.output.strip() == f"pepnet {pepnet.__version__}"
+
+
+def test_flags_show_no_value_placeholder_in_help():
+    """Boolean flags (--resume, --ablations, --reference) take no value, and their help line must not suggest one."""
+    for command, flag in (("fit", "--resume"), ("compare", "--ablations"), ("bench", "--reference")):
+        result = CliRunner().invoke(app, [command, "--help"], env={"COLUMNS": "160", "NO_COLOR": "1"})
+        lines = [ln for ln in result.output.splitlines() if f"{flag} " in ln]
+        assert result.exit_code == 0 and lines, result.output
+        assert all("<bool>" not in ln for ln in lines), lines
+
+
+_STARTUP_PROBE = """
+import os, sys
+from pepnet.cli import main
+sys.argv = ["pepnet", *sys.argv[1:]]
+try:
+    main()
+except SystemExit as exc:
+    code = exc.code
+print(f"exit={code} torch={'torch' in sys.modules} polars={'polars' in sys.modules} "
+      f"omp={os.environ.get('OMP_WAIT_POLICY')}")
+"""
+
+
+@pytest.mark.parametrize("args,code", [(["--help"], 0), (["--version"], 0), (["fit", "--help"], 0),
+                                       (["fit", "{bad}", "--out", "{out}"], 2),
+                                       (["compare", "no_such_config", "--out", "{out}"], 2)])
+def test_help_version_and_config_errors_do_not_import_torch(tmp_path, args, code):
+    """`pepnet --help` and a config error answer without loading torch or polars (their import is most of a
+    second); OMP_WAIT_POLICY is set to PASSIVE before any command could import torch."""
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("name: x\ntrain: {epochs: -1}\n")
+    argv = [a.format(bad=bad, out=tmp_path / "run") for a in args]
+    env = {k: v for k, v in os.environ.items() if k != "OMP_WAIT_POLICY"}
+    proc = subprocess.run([sys.executable, "-c", _STARTUP_PROBE, *argv], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert f"exit={code} torch=False polars=False omp=PASSIVE" in proc.stdout, proc.stdout + proc.stderr
+
+
+def test_a_wait_policy_the_user_set_is_kept(monkeypatch):
+    from pepnet.cli import main
+
+    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
+    monkeypatch.setattr("sys.argv", ["pepnet", "--version"])
+    with pytest.raises(SystemExit):
+        main()
+    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"

@@ -44,10 +44,22 @@ def test_minimal_config_gets_paper_defaults(tree):
 
 
 @pytest.mark.parametrize("name", sorted(p.name for p in (ROOT / "src" / "pepnet" / "configs").glob("*.yaml")))
-def test_bundled_configs_are_valid(name):
+def test_bundled_configs_are_valid(name, monkeypatch):
+    monkeypatch.setenv("PEPNET_KUAIRAND", "/data/kuairand")
+    monkeypatch.setenv("PEPNET_ALICCP", "/data/aliccp")
     cfg = load_config(name)  # a bare name falls back to the bundled file
     assert isinstance(cfg, ExperimentConfig)
     assert cfg.schema_.groups.general and cfg.schema_.groups.domain_side
+
+
+def test_data_paths_read_environment_variables(monkeypatch):
+    """The KuaiRand / Ali-CCP configs point at a folder the user names; unset, the error names the variable."""
+    monkeypatch.delenv("PEPNET_KUAIRAND", raising=False)
+    with pytest.raises(ConfigError, match=r"\$\{PEPNET_KUAIRAND\}, which is not set"):
+        load_config("kuairand.yaml")
+    assert load_config("kuairand.yaml", ["data.files=[k.csv]"]).data.files == ["k.csv"]  # --set needs no variable
+    monkeypatch.setenv("PEPNET_KUAIRAND", "/data/kr")
+    assert load_config("kuairand.yaml").data.files == ["/data/kr/kuairand_sample.csv"]
 
 
 def test_round_trip_through_yaml(tree, tmp_path):

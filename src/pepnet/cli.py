@@ -17,14 +17,50 @@ import sys
 import warnings
 from functools import wraps
 from pathlib import Path
-from typing import Callable, Optional
+from typing import TYPE_CHECKING, Any, Callable, Optional
 
 import typer
+
+if TYPE_CHECKING:
+    from .config import ExperimentConfig
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="PEPNet for multi-domain, multi-task recommendation.")
 
+
+def _print_version(value: bool) -> None:
+    if value:
+        from . import __version__
+
+        typer.echo(f"pepnet {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_print_version, is_eager=True, metavar="",
+                                       help="print pepnet's version and exit")) -> None:
+    """PEPNet for multi-domain, multi-task recommendation."""
+
 BUNDLED_CONFIGS = Path(__file__).parent / "configs"
+
+
+def _flag(default: bool, *names: str, help: str) -> Any:
+    """A boolean option shown in --help without a value placeholder (typer would print ``--resume <bool>``)."""
+    return typer.Option(default, *names, help=help, metavar="")
+
+
+_USER_ERRORS = (("pepnet.config", "ConfigError"), ("pepnet.errors", "DataError"),
+                ("pepnet.train.checkpoint", "CheckpointError"), ("pepnet.train.runtime", "TrainingError"))
+
+
+def _user_errors() -> tuple[type[BaseException], ...]:
+    """The errors a user can fix; read from the modules already imported (one that is not cannot have raised
+    its error), so that the CLI imports nothing heavy before a command needs it."""
+    found: list[type[BaseException]] = [FileNotFoundError]
+    for module, name in _USER_ERRORS:
+        if module in sys.modules:
+            found.append(getattr(sys.modules[module], name))
+    return tuple(found)
 
 
 def _friendly(fn: Callable) -> Callable:
@@ -32,18 +68,15 @@ def _friendly(fn: Callable) -> Callable:
 
     @wraps(fn)
     def wrapper(*args, **kwargs):
-        from .config import ConfigError
-        from .errors import DataError
-        from .train.checkpoint import CheckpointError
-        from .train.runtime import TrainingError
-
         shown = warnings.formatwarning
         with warnings.catch_warnings():  # the process's warning settings are restored on return
             warnings.simplefilter("default")
             warnings.formatwarning = lambda msg, cat, *a, **k: f"warning: {msg}\n"
             try:
                 return fn(*args, **kwargs)
-            except (ConfigError, DataError, CheckpointError, TrainingError, FileNotFoundError) as exc:
+            except Exception as exc:
+                if not isinstance(exc, _user_errors()):
+                    raise
                 typer.echo(f"error: {exc}", err=True)
                 raise typer.Exit(2) from None
             finally:
@@ -72,6 +105,13 @@ def resolve_config(path: str) -> Path:
     raise FileNotFoundError(f"config {path!r} is neither a file nor a bundled config ({', '.join(names)})")
 
 
+def _load_config(path: str, overrides: Optional[list[str]]) -> ExperimentConfig:
+    """The validated experiment config (``--set`` applied); imports no torch, so a bad config answers at once."""
+    from .config import load_config
+
+    return load_config(resolve_config(path), overrides)
+
+
 @app.command()
 @_friendly
 def fit(
@@ -79,17 +119,16 @@ def fit(
                                            "synthetic); not needed with --resume"),
     out: Path = typer.Option(..., "--out", "-o", help="run directory to write"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key: --set train.epochs=3"),
-    resume: bool = typer.Option(False, "--resume", help="continue the run in --out from its last checkpoint"),
+    resume: bool = _flag(False, "--resume", help="continue the run in --out from its last checkpoint"),
     data: Optional[list[str]] = typer.Option(None, "--data", help="with --resume: new period file(s) to learn "
                                              "online (evaluate on each, then train on it), as `pepnet stream` does"),
     nproc: int = typer.Option(1, "--nproc", min=1, help="data-parallel processes on this machine (runs torchrun; "
                               "gloo on CPU, nccl on GPU)"),
 ) -> None:
     """Train a model and evaluate it on the test split."""
-    from .run import fit as fit_run
-
     if config is None and not resume:
         raise typer.BadParameter("give a CONFIG (a YAML file or a bundled config name), or --resume")
+    cfg = None if resume else _load_config(config, set_)
     if nproc > 1 and "WORLD_SIZE" not in os.environ:
         from .train.distributed import launch
 
@@ -101,7 +140,9 @@ def fit(
             raise typer.BadParameter("--data needs --resume (use `pepnet stream` to start an online run)")
         _stream_into(out, data, None, set_, 1)
         return
-    run = fit_run(resolve_config(config) if not resume else out / "config.yaml", out, resume=resume, overrides=set_)
+    from .run import fit as fit_run
+
+    run = fit_run(out / "config.yaml" if cfg is None else cfg, out, resume=resume, overrides=set_ if resume else None)
     if os.environ.get("RANK", "0") == "0":  # under torchrun only rank 0 reports
         _show(run.report, out)
 
@@ -168,11 +209,15 @@ def predict(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
     data: list[str] = typer.Option(..., "--data", help="parquet or CSV files to score"),
     out: Path = typer.Option(..., "--out", help="output parquet file"),
+    keep: Optional[list[str]] = typer.Option(None, "--keep", help="input columns to carry into the output besides "
+                                             "the domain, user, item and time columns: --keep col1,col2"),
+    auxiliary: bool = _flag(False, "--auxiliary", help="also write p_<task> for the auxiliary (unreported) tasks"),
 ) -> None:
-    """Write p_<task> for every input row (with its domain and user) to a parquet file."""
+    """Write p_<task> for every input row, with its domain, user, item and time columns, to a parquet file."""
     from .run import Run
 
-    preds = Run.load(run_dir).predict(data)
+    columns = [c.strip() for item in keep or [] for c in item.split(",") if c.strip()]
+    preds = Run.load(run_dir).predict(data, keep=columns, auxiliary=auxiliary)
     out.parent.mkdir(parents=True, exist_ok=True)
     preds.write_parquet(out)
     typer.echo(f"wrote {preds.height:,} rows to {out}")
@@ -192,9 +237,9 @@ def bench(
     threads: Optional[int] = typer.Option(None, "--threads", help="torch CPU threads"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every variant"),
     variant: Optional[list[str]] = typer.Option(None, "--variant", help="'label: key=value key=value'; repeatable"),
-    reference: bool = typer.Option(True, "--reference/--no-reference",
-                                   help="also time the reference implementation (pepnet.bench.reference)"),
-    ablations: bool = typer.Option(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
+    reference: bool = _flag(True, "--reference/--no-reference",
+                            help="also time the reference implementation (pepnet.bench.reference)"),
+    ablations: bool = _flag(False, "--ablations", help="also time baddbmm vs loop towers, sparse vs dense grads"),
     json_out: Optional[Path] = typer.Option(None, "--json", help="write the full result as JSON here"),
 ) -> None:
     """Training / inference samples/s vs the matmul bound and a reference implementation, interleaved."""
@@ -356,16 +401,17 @@ def compare(
     models: Optional[list[str]] = typer.Option(None, "--models", help="models to compare, comma-separated or repeated "
                                                "(default: shared_bottom,mmoe,ple,star,epnet_only,ppnet_only,pepnet,gbdt)"),
     seeds: int = typer.Option(3, "--seeds", help="seeds per model (train.seed, train.seed+1, ...)"),
-    ablations: bool = typer.Option(False, "--ablations", help="also run PEPNet's ablation grid (one flag changed each)"),
+    ablations: bool = _flag(False, "--ablations", help="also run PEPNet's ablation grid (one flag changed each)"),
     set_: Optional[list[str]] = typer.Option(None, "--set", help="override a config key for every model"),
 ) -> None:
     """Baselines and ablations side by side: every model x seed on one prepared data set; mean +- std tables and
     every model paired by seed against the GBDT (else shared-bottom, else the first model)."""
+    cfg = _load_config(config, set_)
     from .compare import compare as run_compare, format_tables
 
     names = [m.strip() for item in (models or []) for m in item.split(",") if m.strip()] or None
     try:
-        result = run_compare(resolve_config(config), out, models=names, seeds=seeds, ablations=ablations, overrides=set_)
+        result = run_compare(cfg, out, models=names, seeds=seeds, ablations=ablations)
     except ValueError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
@@ -399,6 +445,10 @@ def seesaw_cmd(
 
 
 def main() -> None:
+    # OpenMP threads that busy-wait between parallel regions slow training several-fold when other processes share
+    # the CPU (BENCHMARKS.md); the policy is read once, when torch loads its OpenMP runtime, so it is set here,
+    # before any command imports torch. A policy the user set is kept.
+    os.environ.setdefault("OMP_WAIT_POLICY", "PASSIVE")
     app(prog_name="pepnet")
 
 

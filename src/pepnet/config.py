@@ -7,6 +7,8 @@ Every section forbids unknown keys; a typo is reported with the closest valid ke
 from __future__ import annotations
 
 import difflib
+import os
+import re
 from pathlib import Path
 from typing import Any, Literal, get_args, get_origin
 
@@ -141,6 +143,8 @@ class SchemaConfig(_Strict):
     time: str | None = Field(None, description="column of the event time: unix seconds (integer), a datetime, or "
                              "ISO 8601 text (2024-05-01, 2024-05-01 13:45:00, 2024-05-01T13:45:00+08:00; an offset "
                              "is converted to UTC)")
+    item: str | None = Field(None, description="column of the item key; predictions carry it (with the domain, user "
+                             "and time columns) so that their rows join back to the input")
     labels: dict[str, LabelSpec] = Field(min_length=1, description="task name -> label")
     features: list[FeatureSpec] = Field(default_factory=list)
     stats: list[StatFeature] = Field(default_factory=list)
@@ -255,7 +259,8 @@ class DataConfig(_Strict):
     dataset: Literal["ciao", "synthetic"] | None = Field(
         None, description="a built-in data set instead of files: 'ciao' (vendored) or 'synthetic' (generated)"
     )
-    files: list[str] = Field(default_factory=list, description="parquet or CSV files (relative to the working directory)")
+    files: list[str] = Field(default_factory=list, description="parquet or CSV files (relative to the working directory; "
+                             "${NAME} in a data path is the environment variable NAME)")
     side_tables: list[SideTable] = Field(default_factory=list)
     split: SplitConfig = Field(default_factory=SplitConfig)
     synthetic: SyntheticData = Field(default_factory=SyntheticData)
@@ -481,12 +486,38 @@ def apply_overrides(tree: dict[str, Any], overrides: list[str] | None) -> dict[s
     return tree
 
 
+_ENV_VAR = re.compile(r"\$\{([A-Za-z_][A-Za-z0-9_]*)\}")
+
+
+def expand_data_paths(value: Any, source: str) -> Any:
+    """``${NAME}`` in the strings of the ``data`` section replaced by the environment variable NAME (the bundled
+    KuaiRand and Ali-CCP configs read their files from a folder the user names this way); an unset variable is
+    an error that names it."""
+    if isinstance(value, dict):
+        return {k: expand_data_paths(v, source) for k, v in value.items()}
+    if isinstance(value, list):
+        return [expand_data_paths(v, source) for v in value]
+    if not isinstance(value, str):
+        return value
+
+    def lookup(match: re.Match) -> str:
+        name = match.group(1)
+        if name not in os.environ:
+            raise ConfigError(f"{source}: data path {value!r} uses ${{{name}}}, which is not set: set the environment "
+                              f"variable {name} to the folder that holds the data, or give the files with --set")
+        return os.environ[name]
+
+    return _ENV_VAR.sub(lookup, value)
+
+
 def parse_config(tree: dict[str, Any], source: str = "<config>", overrides: list[str] | None = None) -> ExperimentConfig:
     if not isinstance(tree, dict):
         raise ConfigError(f"{source}: the top level must be a mapping, got {type(tree).__name__}")
     if tree.get("gbdt") == "auto":  # so that --set gbdt.max_iter=... applies to it
         tree = {**tree, "gbdt": {"tune": True}}
     apply_overrides(tree, overrides)
+    if "data" in tree:
+        tree["data"] = expand_data_paths(tree["data"], source)
     try:
         return ExperimentConfig.model_validate(tree)
     except ValidationError as err:

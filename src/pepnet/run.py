@@ -31,6 +31,7 @@ from .errors import DataError
 from .metrics import MetricsReport, evaluate
 from .metrics.predictions import write_predictions
 from .nn import ModelLayout, build_model
+from .predictions import prediction_frame
 from .prepare import Prepared, layout_from_encoder, prepare, transform
 from .provenance import RUN_INFO, check_same_data, write_run_info
 from .train import distributed
@@ -113,13 +114,13 @@ class Run:
             encoded = self._encode_files([data] if isinstance(data, str) else list(data))[1]
         return score(self.model, encoded, self.encoder, self.config.train.eval_batch_size, self.device)
 
-    def predict(self, data: list[str] | str) -> pl.DataFrame:
-        """Probabilities ``p_<task>`` for every row of the files, beside the domain and user columns, in input order."""
+    def predict(self, data: list[str] | str, keep: Sequence[str] = (), auxiliary: bool = False) -> pl.DataFrame:
+        """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row of the files,
+        in input order, beside the domain, user, item and time columns and the ``keep`` columns
+        (:func:`pepnet.predictions.prediction_frame`)."""
         frame, encoded = self._encode_files([data] if isinstance(data, str) else list(data), labels=False)
         probs = predict_probs(self.model, TensorData(encoded), self.config.train.eval_batch_size, self.device)
-        schema = self.encoder.schema
-        keys = frame.df.select(schema.domain, schema.user)
-        return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)
 
 
 @dataclass

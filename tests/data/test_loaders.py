@@ -1,4 +1,5 @@
-"""The bundled KuaiRand and Ali-CCP configs read the samples in ../shared/data (the exact layout of the full sets)."""
+"""The bundled KuaiRand and Ali-CCP configs read the samples in ../shared/data (the exact layout of the full sets)
+from the folders named by PEPNET_KUAIRAND / PEPNET_ALICCP."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -18,8 +19,9 @@ def _fit(name: str, tmp_path: Path, overrides: list[str]):
     return pepnet.fit(resolve_config(name), tmp_path / name, overrides=base + overrides, log=lambda _: None)
 
 
-def test_kuairand_layout(tmp_path):
-    run = _fit("kuairand", tmp_path, [f"data.files=[{DATA / 'kuairand_sample' / 'kuairand_sample.csv'}]"])
+def test_kuairand_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEPNET_KUAIRAND", str(DATA / "kuairand_sample"))
+    run = _fit("kuairand", tmp_path, [])
     names = [f.name for f in run.encoder.fields]
     assert {"user_id", "video_id", "tab", "onehot_feat17", "duration_ms"} <= set(names)
     assert run.encoder.task_names == ["is_click"]
@@ -29,13 +31,9 @@ def test_kuairand_layout(tmp_path):
     assert preds.height == 200 and np.all((preds["p_is_click"].to_numpy() > 0) & (preds["p_is_click"].to_numpy() < 1))
 
 
-def test_aliccp_layout(tmp_path):
-    d = DATA / "aliccp_sample"
-    run = _fit("aliccp", tmp_path, [
-        f"data.files=[{d / 'ali_ccp_train_sample.csv'}]",
-        f"data.split.valid_files=[{d / 'ali_ccp_val_sample.csv'}]",
-        f"data.split.test_files=[{d / 'ali_ccp_test_sample.csv'}]",
-    ])
+def test_aliccp_layout(tmp_path, monkeypatch):
+    monkeypatch.setenv("PEPNET_ALICCP", str(DATA / "aliccp_sample"))
+    run = _fit("aliccp", tmp_path, [])
     assert run.encoder.task_names == ["click", "purchase"]
     assert len(run.encoder.sparse_fields) == 24 and len(run.encoder.dense_fields) == 8  # 23 fields + scenario rate
     assert run.report.get("click")["rows"] == 50 and run.report.get("purchase")["rows"] == 50

@@ -5,6 +5,7 @@ row before the test period."""
 from __future__ import annotations
 
 import hashlib
+import re
 from pathlib import Path
 
 import numpy as np
@@ -63,3 +64,12 @@ def test_refit_encoder_knows_more_of_the_test_items(ciao):
     known = {"select": known(prep), "refit": known(refit)}
     # ids below min_count in the training rows map to the OOV row; the validation rows add test-period items
     assert known["refit"] > known["select"] + 0.05, known
+
+
+def test_vendored_readme_lists_what_ships():
+    """Each file the vendored README's table names is in the package, or is marked as not shipped."""
+    folder = ratings_path().parent
+    rows = re.findall(r"^\| `([^`]+)`( \(not shipped\))? \|", (folder / "README.md").read_text(), re.M)
+    assert rows and any(not marked for _, marked in rows)
+    for name, marked in rows:
+        assert (folder / name).is_file() != bool(marked), name

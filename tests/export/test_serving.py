@@ -28,6 +28,9 @@ def test_export_matches_eager_on_real_rows(tiny_export, tmp_path):
     eager = pepnet.Run.load(tiny_export.run).predict(str(tmp_path / "rows.parquet"))
     served = Predictor(tiny_export.export).predict(rows.drop(["click", "like"]))  # serving rows carry no labels
     assert served.height == 700 and served.columns == eager.columns
+    assert served.columns[:4] == ["domain_id", "user_id", "item_id", "time"]  # the synthetic config's keys
+    kept = Predictor(tiny_export.export).predict(rows, keep=["author_id"])
+    assert kept["author_id"].equals(rows["author_id"]) and kept["p_click"].equals(served["p_click"])
     for t in ("p_click", "p_like"):
         np.testing.assert_allclose(served[t].to_numpy(), eager[t].to_numpy(), atol=1e-6)
         assert served[t].n_unique() > 1

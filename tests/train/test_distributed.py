@@ -78,7 +78,7 @@ def test_two_processes_match_one(tmp_path, tiny_config_file):
     assert one.report is not None
 
 
-def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
+def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path, tiny_config_file):
     """`pepnet fit --nproc N` hands the same command (without --nproc) to torchrun with N processes."""
     from typer.testing import CliRunner
 
@@ -89,6 +89,32 @@ def test_fit_nproc_relaunches_itself_under_torchrun(monkeypatch, tmp_path):
     monkeypatch.setattr(distributed, "launch", lambda nproc, argv: calls.append((nproc, argv)) or 0)
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     out = str(tmp_path / "run")
-    res = CliRunner().invoke(app, ["fit", "cfg.yaml", "--out", out, "--nproc", "3", "--set", "train.epochs=1"])
+    cfg = str(tiny_config_file)
+    res = CliRunner().invoke(app, ["fit", cfg, "--out", out, "--nproc", "3", "--set", "train.epochs=1"])
     assert res.exit_code == 0, res.output
-    assert calls == [(3, ["fit", "cfg.yaml", "--out", out, "--set", "train.epochs=1"])]
+    assert calls == [(3, ["fit", cfg, "--out", out, "--set", "train.epochs=1"])]
+
+
+_EXIT_PROBE = """
+import atexit
+import torch.distributed as dist
+# registered first, so it runs last (atexit is last-in, first-out): after pepnet's own exit handler
+atexit.register(lambda: print(f"initialised at exit: {dist.is_initialized()}", flush=True))
+from pepnet.train.distributed import init_from_env
+print(f"mean {init_from_env('cpu').mean(1.0)}", flush=True)
+"""
+
+
+@needs_gloo
+def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
+    """A worker that joined the group through init_from_env leaves it at exit, so no gloo thread is alive while
+    Python finalises (such a thread that frees a tensor then aborts the process: SIGABRT under load)."""
+    script = tmp_path / "probe.py"
+    script.write_text(_EXIT_PROBE)
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    env.pop("WORLD_SIZE", None)
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert proc.stdout.count("mean 1.0") == 2
+    assert proc.stdout.count("initialised at exit: False") == 2, proc.stdout

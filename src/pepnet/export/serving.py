@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from collections.abc import Sequence
 
 import numpy as np
 import polars as pl
@@ -26,6 +27,7 @@ from ..data.encoder import Encoder
 from ..data.sources import Frame, read_files
 from ..data.validate import validated
 from ..fileio import atomic_write
+from ..predictions import prediction_frame
 
 MODEL_FILE = "model.pt2"
 MANIFEST = "manifest.json"
@@ -161,11 +163,11 @@ class Predictor:
         self.model = ExportedModel(export_dir)
         self.encoder, self.module, self.manifest = self.model.encoder, self.model.module, self.model.manifest
 
-    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536) -> pl.DataFrame:
-        """Probabilities ``p_<task>`` for every row, beside the domain and user columns, in input order."""
+    def predict(self, data: pl.DataFrame | str | list[str], batch_size: int = 65536, keep: Sequence[str] = (),
+                auxiliary: bool = False) -> pl.DataFrame:
+        """Probabilities ``p_<task>`` of the reported tasks (all tasks with ``auxiliary``) for every row, in input
+        order, beside the domain, user, item and time columns and the ``keep`` columns."""
         frame = read_files([data] if isinstance(data, str) else data) if not isinstance(data, pl.DataFrame) \
             else frame_of(data)
         probs = self.model.score(frame, batch_size)
-        schema = self.encoder.schema
-        keys = frame.df.select(schema.domain, schema.user)
-        return keys.with_columns([pl.Series(f"p_{t}", probs[:, i]) for i, t in enumerate(self.encoder.task_names)])
+        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)

@@ -15,9 +15,15 @@ which runs torchrun itself). Backend: gloo on CPU, nccl on GPU (one GPU per proc
   every rank computes metrics on exactly the predictions a single process would make (and all ranks
   take the same early-stopping decision).
 * **Files.** Only rank 0 writes checkpoints and run files.
+* **Exit.** The process group that :func:`init_from_env` creates is destroyed at interpreter exit
+  (:func:`leave`, registered with ``atexit``), before Python finalises: otherwise gloo's worker threads
+  outlive the interpreter, and one that drops the last reference to a tensor then needs the GIL during
+  finalisation, which ends the thread inside a C++ destructor and aborts the process
+  (``terminate called without an active exception``, SIGABRT).
 """
 from __future__ import annotations
 
+import atexit
 import os
 from dataclasses import dataclass
 from typing import Iterator
@@ -93,7 +99,15 @@ def init_from_env(device: str = "auto") -> DistContext:
         if gpu:
             torch.cuda.set_device(local)
         dist.init_process_group("nccl" if gpu else "gloo")
+        atexit.register(leave)
     return ctx
+
+
+def leave() -> None:
+    """Destroy the default process group if one is initialised: joins the backend's worker threads while the
+    interpreter can still run them (called at exit for the group :func:`init_from_env` created)."""
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
 
 
 class ShardedBatches(BatchLoader):
@@ -166,4 +180,4 @@ def launch(nproc: int, argv: list[str]) -> int:
 
 
 __all__ = ["DistContext", "ShardedBatches", "broadcast_parameters", "gather_rows", "init_from_env", "launch",
-           "sync_gradients"]
+           "leave", "sync_gradients"]
