@@ -64,7 +64,7 @@ class TorchRecFeatureEmbedding(nn.Module):
         self.keys = [table_name(i) for i in range(len(sizes))]
         tables = [torchrec.EmbeddingBagConfig(name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k],
                                               pooling=torchrec.PoolingType.SUM)
-                  for k, n in zip(self.keys, sizes)]
+                  for k, n in zip(self.keys, sizes, strict=True)]
         self.ebc = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device(device or "cpu"))
         if str(device) != "meta":
             with torch.no_grad():
@@ -83,7 +83,7 @@ class TorchRecFeatureEmbedding(nn.Module):
         out = cls(sizes, n_dense, fused.dim, oov_dropout=drops)
         with torch.no_grad():
             start = 0
-            for k, n in zip(out.keys, sizes):
+            for k, n in zip(out.keys, sizes, strict=True):
                 out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start:start + n])
                 start += n
             if n_dense:
