@@ -161,3 +161,17 @@ def test_command_refuses_a_non_empty_out_and_resumes(cli_run):
     assert res.exit_code == 0, res.output
     assert "start" in res.output and "epoch 1" not in res.output  # every run read back, none trained again
     assert json.loads((tmp / "out" / "results.json").read_text())["cells"] == before["cells"]
+
+
+def test_compare_folder_with_a_gbdt_fitted_once(tmp_path):
+    """A compare folder whose GBDT was fitted once (deterministic, no seed to pair) is read without it; a model
+    with other seeds than the diagnostic's is still refused."""
+    config = parse_config(TREE)
+    runs = [{"seed": s, "report": {}} for s in (42, 43)]
+    res = {"config": config.to_dict(), "models": {"pepnet": {"runs": runs},
+                                                  "gbdt": {"runs": [{"seed": 42, "fitted_once": True}]}}}
+    (tmp_path / "results.json").write_text(json.dumps(res))
+    got = ss._load_compare(tmp_path, config, [42, 43])
+    assert list(got["models"]) == ["pepnet"] and got["fitted_once"] == ["gbdt"]
+    with pytest.raises(ValueError, match="ran seeds"):
+        ss._load_compare(tmp_path, config, [42, 43, 44])

@@ -314,13 +314,18 @@ def seesaw(config: ExperimentConfig | str | Path, out: str | Path, seeds: int = 
 
 
 def _load_compare(path: Path, config: ExperimentConfig, seeds: list[int]) -> dict[str, Any]:
-    """A ``pepnet compare`` results.json whose data section and seeds match this diagnostic's."""
+    """A ``pepnet compare`` results.json whose data section and seeds match this diagnostic's; models fitted once
+    (deterministic, not paired by seed: the GBDT) are left out and named in ``fitted_once``."""
     file = path / "results.json"
     if not file.is_file():
         raise FileNotFoundError(f"--compare {path}: no results.json (not a `pepnet compare` folder)")
     res = json.loads(file.read_text())
     if res["config"]["data"] != config.to_dict()["data"]:
         raise ValueError(f"--compare {path}: its data section differs from the config's; the rows would not pair")
+    # a deterministic model fitted once (compare's GBDT) has no seed to pair with: it is left out of the tables
+    once = [label for label, entry in res["models"].items() if all(r.get("fitted_once") for r in entry["runs"])]
+    res["models"] = {label: entry for label, entry in res["models"].items() if label not in once}
+    res["fitted_once"] = once
     for label, entry in res["models"].items():
         got = [r["seed"] for r in entry["runs"]]
         if got != seeds:

@@ -115,3 +115,17 @@ def test_weight_decay_reaches_the_dense_weights_only(tmp_path):
     assert dense and all(not torch.equal(after[0.0][k], after[0.5][k]) for k in dense if "weight" in k)
     table = "embedding.table.weight"
     torch.testing.assert_close(after[0.0][table], after[0.5][table], rtol=0, atol=0)
+
+
+def test_resume_refuses_a_checkpoint_with_other_optimiser_states(tmp_path):
+    """Resume pairs every optimiser with its saved state strictly: a checkpoint holding fewer states (another
+    config) is an error naming the file, not a silently half-restored run."""
+    from pepnet.train.checkpoint import load_checkpoint, save_checkpoint
+    from pepnet.train.trainer import CHECKPOINT, TrainingError
+
+    trainer, data = _tiny_trainer(tmp_path)
+    trainer.fit(data)
+    ck = load_checkpoint(tmp_path / CHECKPOINT)
+    save_checkpoint({**ck, "optimizers": ck["optimizers"][:1]}, tmp_path / CHECKPOINT)
+    with pytest.raises(TrainingError, match=r"checkpoint.pt holds 1 optimiser state\(s\) .* this model has 2"):
+        _tiny_trainer(tmp_path)[0].resume()

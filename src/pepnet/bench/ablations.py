@@ -40,7 +40,7 @@ def _loop_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor])
     out = []
     for t in range(towers.n_tasks):
         h = x
-        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=False)):
+        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=True)):
             h = torch.relu(torch.addmm(b[t], h * gates[layer][:, t], w[t]))
         out.append(torch.addmm(towers.out_bias[t], h, towers.out_weight[t]))
     return torch.cat(out, dim=1)

@@ -78,7 +78,7 @@ def replay_seconds(gemms: list[Gemm], device: torch.device, repeats: int = 5, mi
     for gm in gemms:
         ops = []
         for shape, stride, dtype in gm.operands:
-            size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=False) if n > 0)
+            size = 1 + sum((n - 1) * s for n, s in zip(shape, stride, strict=True) if n > 0)
             flat = torch.randn(size, generator=g, dtype=torch.float32).to(device=device, dtype=dtype)
             ops.append(flat.as_strided(shape, stride))
         calls.append((_REPLAY.get(gm.op) or getattr(torch, gm.op), ops, dict(gm.kwargs)))

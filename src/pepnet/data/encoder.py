@@ -309,7 +309,7 @@ class Encoder:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
-        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=False)):
+        for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=True)):
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
         dense = np.zeros((n, len(self.dense_fields)), dtype=np.float32)
         for j, spec in enumerate(self._dense_specs()):

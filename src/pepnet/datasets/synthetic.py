@@ -473,7 +473,7 @@ def _draw(spec: SyntheticSpec, P: _Params, rng_for, n: int) -> dict:
     dense = rng_for(_S_DENSE).standard_normal((n, spec.n_dense), dtype=np.float32)
     extra = [
         perm(_powerlaw_rank(rng_for(_S_EXTRA, j).random(n), card, 1.05, 3.0))
-        for j, (card, perm) in enumerate(zip(spec.extra_sparse, P.extra_perm, strict=False))
+        for j, (card, perm) in enumerate(zip(spec.extra_sparse, P.extra_perm, strict=True))
     ]
     return {"domain_id": domain, "user_id": user, "item_id": item, "dense": dense, "extra": extra}
 
@@ -749,7 +749,7 @@ def write(
         except ImportError:  # pragma: no cover
             bar = None
     try:
-        for (lo, hi), p in zip(ranges, paths, strict=False):
+        for (lo, hi), p in zip(ranges, paths, strict=True):
             p.parent.mkdir(parents=True, exist_ok=True)
             with pq.ParquetWriter(p, schema, compression=compression, write_page_checksum=True) as writer:
                 for s in range(lo, hi, chunk_rows):

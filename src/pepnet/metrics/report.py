@@ -324,14 +324,14 @@ class MetricsReport:
         gap = " | "
         line1 = " " * dom_width + gap + gap.join(t.center(group_width[t]) for t in self.task_names)
         line2 = "domain".ljust(dom_width) + gap + gap.join(
-            sep.join(_HEADERS[c].rjust(w) for c, w in zip(cols, widths(t), strict=False)) for t in self.task_names
+            sep.join(_HEADERS[c].rjust(w) for c, w in zip(cols, widths(t), strict=True)) for t in self.task_names
         )
         rule = "-" * dom_width + "-+-" + "-+-".join("-" * group_width[t] for t in self.task_names)
         body = [
             dom.ljust(dom_width)
             + gap
             + gap.join(
-                sep.join(v.rjust(w) for v, w in zip(cells[(dom, t)], widths(t), strict=False)) for t in self.task_names
+                sep.join(v.rjust(w) for v, w in zip(cells[(dom, t)], widths(t), strict=True)) for t in self.task_names
             )
             for dom in domains
         ]

@@ -78,12 +78,9 @@ class TorchRecFeatureEmbedding(nn.Module):
         offsets = torch.tensor([0] + sizes[:-1], dtype=torch.long).cumsum(0)
         self.register_buffer("offsets", offsets, persistent=False)
         self.keys = [table_name(i) for i in range(len(sizes))]
-        tables = [
-            torchrec.EmbeddingBagConfig(
-                name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k], pooling=torchrec.PoolingType.SUM
-            )
-            for k, n in zip(self.keys, sizes, strict=False)
-        ]
+        tables = [torchrec.EmbeddingBagConfig(name=k, embedding_dim=dim, num_embeddings=max(n, 1), feature_names=[k],
+                                              pooling=torchrec.PoolingType.SUM)
+                  for k, n in zip(self.keys, sizes, strict=True)]
         self.ebc = torchrec.EmbeddingBagCollection(tables=tables, device=torch.device(device or "cpu"))
         if str(device) != "meta":
             with torch.no_grad():
@@ -102,8 +99,8 @@ class TorchRecFeatureEmbedding(nn.Module):
         out = cls(sizes, n_dense, fused.dim, oov_dropout=drops)
         with torch.no_grad():
             start = 0
-            for k, n in zip(out.keys, sizes, strict=False):
-                out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start : start + n])
+            for k, n in zip(out.keys, sizes, strict=True):
+                out.ebc.embedding_bags[k].weight.copy_(fused.table.weight[start:start + n])
                 start += n
             if n_dense:
                 assert out.dense_vectors is not None and fused.dense_vectors is not None  # n_dense > 0

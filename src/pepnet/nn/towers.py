@@ -32,12 +32,12 @@ class TaskTowers(nn.Module):
         dims = [in_dim, *hidden_units]
         self.weights = nn.ParameterList()
         self.biases = nn.ParameterList()
-        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=False):
+        for fan_in, fan_out in zip(dims[:-1], dims[1:], strict=True):
             self.weights.append(nn.Parameter(torch.empty(n_tasks, fan_in, fan_out)))
             self.biases.append(nn.Parameter(torch.empty(n_tasks, 1, fan_out)))
         self.out_weight = nn.Parameter(torch.empty(n_tasks, dims[-1], 1))
         self.out_bias = nn.Parameter(torch.empty(n_tasks, 1, 1))
-        for w, b in zip([*self.weights, self.out_weight], [*self.biases, self.out_bias], strict=False):
+        for w, b in zip([*self.weights, self.out_weight], [*self.biases, self.out_bias], strict=True):
             bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default, per task slice
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -52,7 +52,7 @@ class TaskTowers(nn.Module):
 
     def forward(self, x: torch.Tensor, gates: list[torch.Tensor] | None = None) -> torch.Tensor:
         h = x
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=False)):
+        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
             g = gates[layer].transpose(0, 1) if gates is not None else None      # [T, B, w]
             if h.dim() == 2 and (g is None or self.gate_on == "output"):          # shared input: one GEMM
                 T, fan_in, fan_out = w.shape

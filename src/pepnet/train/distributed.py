@@ -152,7 +152,7 @@ def _gather_varlen(t: torch.Tensor, world: int) -> list[torch.Tensor]:
     full = torch.cat([t, pad])
     parts = [torch.empty_like(full) for _ in range(world)]
     dist.all_gather(parts, full.contiguous())
-    return [p[:s] for p, s in zip(parts, sizes_i, strict=False)]
+    return [p[:s] for p, s in zip(parts, sizes_i, strict=True)]
 
 
 def sync_gradients(model: nn.Module, world: int) -> None:

@@ -154,12 +154,17 @@ class Trainer:
         path = self.run_dir / CHECKPOINT
         ck = load_checkpoint(path, map_location=self.device)
         load_state(self.model, ck["model"], path)
+        saved_ema = ck.get("ema", [])
+        if len(ck["optimizers"]) != len(self.optimizers) or (saved_ema and len(saved_ema) != len(self.ema)):
+            raise TrainingError(f"{path} holds {len(ck['optimizers'])} optimiser state(s) and "
+                                f"{len(saved_ema)} averaged weight(s); this model has {len(self.optimizers)} and "
+                                f"{len(self.ema)}: the config changed since the checkpoint. Start a new run instead")
         try:
             for opt, st in zip(self.optimizers, ck["optimizers"], strict=True):
                 opt.load_state_dict(st)
         except (ValueError, KeyError) as exc:
             raise CheckpointError(f"checkpoint {path}: its optimiser state does not fit this model ({exc})") from None
-        for e, saved in zip(self.ema, ck.get("ema", []), strict=False):
+        for e, saved in zip(self.ema, saved_ema, strict=True) if saved_ema else ():  # none saved: a fresh average
             e.copy_(saved)
         self.state = TrainState(**ck["state"])
         set_rng_state(ck["rng"])
@@ -179,13 +184,13 @@ class Trainer:
             return
         with torch.no_grad():
             live = [p.detach().clone() for p in self.ema_params]
-            for p, e in zip(self.ema_params, self.ema, strict=False):
+            for p, e in zip(self.ema_params, self.ema, strict=True):
                 p.copy_(e)
         try:
             yield
         finally:
             with torch.no_grad():
-                for p, v in zip(self.ema_params, live, strict=False):
+                for p, v in zip(self.ema_params, live, strict=True):
                     p.copy_(v)
 
     def save_best(self) -> None:
@@ -218,7 +223,7 @@ class Trainer:
         total, per_task = masked_bce(logits, b.labels, self.weights)
         loss = self.dist.mean(float(total.detach()))  # over the ranks: all of them agree on skipping / stopping
         if not math.isfinite(loss):
-            bad = [t for t, v in zip(self.task_names, per_task.tolist(), strict=False) if not math.isfinite(v)]
+            bad = [t for t, v in zip(self.task_names, per_task.tolist(), strict=True) if not math.isfinite(v)]
             where = f"epoch {self.state.epoch + 1}, batch {self.state.batch + 1}, task(s) {bad or self.task_names}"
             if self.cfg.on_nan == "skip":
                 self.state.skipped_batches += 1

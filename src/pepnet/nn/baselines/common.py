@@ -79,10 +79,10 @@ class Experts(nn.Module):
         self.n, self.out_dim = n, units[-1]
         dims = [in_dim, *units]
         self.weights = nn.ParameterList(
-            nn.Parameter(torch.empty(n, a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
+            nn.Parameter(torch.empty(n, a, b)) for a, b in zip(dims[:-1], dims[1:], strict=True)
         )
         self.biases = nn.ParameterList(nn.Parameter(torch.empty(n, 1, b)) for b in dims[1:])
-        for w, b in zip(self.weights, self.biases, strict=False):
+        for w, b in zip(self.weights, self.biases, strict=True):
             bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default, per expert
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -90,7 +90,7 @@ class Experts(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         h = x.unsqueeze(0).expand(self.n, -1, -1) if x.dim() == 2 else x
-        for w, b in zip(self.weights, self.biases, strict=False):
+        for w, b in zip(self.weights, self.biases, strict=True):
             h = self.dropout(torch.relu(torch.baddbmm(b, h, w)))
         return h
 

@@ -92,15 +92,12 @@ class StarFCN(nn.Module):
     def __init__(self, in_dim: int, units: list[int], n_parts: int, dropout: float = 0.0):
         super().__init__()
         dims = [in_dim, *units]
-        self.shared_w = nn.ParameterList(
-            nn.Parameter(torch.empty(a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
-        )
+        pairs = list(zip(dims[:-1], dims[1:], strict=True))
+        self.shared_w = nn.ParameterList(nn.Parameter(torch.empty(a, b)) for a, b in pairs)
         self.shared_b = nn.ParameterList(nn.Parameter(torch.empty(b)) for b in dims[1:])
-        self.domain_w = nn.ParameterList(
-            nn.Parameter(torch.ones(n_parts, a, b)) for a, b in zip(dims[:-1], dims[1:], strict=False)
-        )
+        self.domain_w = nn.ParameterList(nn.Parameter(torch.ones(n_parts, a, b)) for a, b in pairs)
         self.domain_b = nn.ParameterList(nn.Parameter(torch.zeros(n_parts, b)) for b in dims[1:])
-        for w, b in zip(self.shared_w, self.shared_b, strict=False):
+        for w, b in zip(self.shared_w, self.shared_b, strict=True):
             bound = 1.0 / math.sqrt(w.shape[0])
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
@@ -110,7 +107,7 @@ class StarFCN(nn.Module):
         present = torch.unique(domain).tolist()
         rows = {p: (domain == p).nonzero(as_tuple=True)[0] for p in present}
         h = x
-        for w, b, wp, bp in zip(self.shared_w, self.shared_b, self.domain_w, self.domain_b, strict=False):
+        for w, b, wp, bp in zip(self.shared_w, self.shared_b, self.domain_w, self.domain_b, strict=True):
             out = h.new_empty(h.shape[0], w.shape[1])
             for p, r in rows.items():
                 out[r] = torch.addmm(b + bp[p], h[r], w * wp[p])
