@@ -42,6 +42,13 @@ def _locate(frame: Frame, mask: pl.Series) -> tuple[str | None, int | None]:
     return hit if hit else (None, None)
 
 
+def _refuse(frame: Frame, mask: pl.Series, column: str, message: str) -> None:
+    """Raise DataError(message) naming the file and row of the first row where ``mask`` holds, if any."""
+    file, row = _locate(frame, mask)
+    if row is not None:
+        raise DataError(message, file=file, column=column, row=row)
+
+
 def check_columns(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
     """Every column the schema reads exists; unused columns give a warning."""
     cols = [c for c in frame.df.columns if c not in PROVENANCE]
@@ -127,14 +134,7 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
             continue
         s = _numeric(frame, f.source, f"dense feature {f.name!r}")
         for bad, what in ((s.is_null(), "a null"), (s.is_nan(), "NaN"), (s.is_infinite(), "infinity")):
-            file, row = _locate(frame, bad)
-            if row is not None:
-                raise DataError(
-                    f"dense feature {f.name!r} holds {what}; expected a finite number",
-                    file=file,
-                    column=f.source,
-                    row=row,
-                )
+            _refuse(frame, bad, f.source, f"dense feature {f.name!r} holds {what}; expected a finite number")
         _check_float32(frame, s, f.source, f"dense feature {f.name!r}")
         if f.log1p:
             file, row = _locate(frame, s <= -1)
@@ -148,14 +148,8 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
     for stat in schema.stats:
         if labels and stat.stat == "mean" and stat.target not in schema.labels and stat.target in frame.df.columns:
             s = _numeric(frame, stat.target or "", f"target of stat feature {stat.name!r}")
-            file, row = _locate(frame, s.is_nan() | s.is_infinite())
-            if row is not None:
-                raise DataError(
-                    f"target of stat feature {stat.name!r} holds NaN/infinity; expected a number or null",
-                    file=file,
-                    column=stat.target,
-                    row=row,
-                )
+            _refuse(frame, s.is_nan() | s.is_infinite(), stat.target or "",
+                    f"target of stat feature {stat.name!r} holds NaN/infinity; expected a number or null")
             _check_float32(frame, s, stat.target or "", f"target of stat feature {stat.name!r}")
     for task, spec in schema.labels.items() if labels else ():
         s = _numeric(frame, spec.column, f"label of task {task!r}")
@@ -168,14 +162,8 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
                     f"label of task {task!r} is {val}; expected 0, 1 or null", file=file, column=spec.column, row=row
                 )
         else:
-            file, row = _locate(frame, s.is_nan() | s.is_infinite())
-            if row is not None:
-                raise DataError(
-                    f"label source of task {task!r} holds NaN/infinity; expected a number or null",
-                    file=file,
-                    column=spec.column,
-                    row=row,
-                )
+            _refuse(frame, s.is_nan() | s.is_infinite(), spec.column,
+                    f"label source of task {task!r} holds NaN/infinity; expected a number or null")
     if schema.time:
         s = frame.df[schema.time]
         if not (s.dtype.is_integer() or s.dtype.is_temporal() or s.dtype.is_float()):
@@ -185,18 +173,10 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
                 file=", ".join(frame.files),
                 column=schema.time,
             )
-        file, row = _locate(frame, s.is_null())
-        if row is not None:
-            raise DataError(
-                "time is null; every row needs a time for chronological splits and statistics",
-                file=file,
-                column=schema.time,
-                row=row,
-            )
+        _refuse(frame, s.is_null(), schema.time,
+                "time is null; every row needs a time for chronological splits and statistics")
     for col, use in ((schema.domain, "domain"), (schema.user, "user key")):
-        file, row = _locate(frame, frame.df[col].is_null())
-        if row is not None:
-            raise DataError(f"{use} is null; expected a value in every row", file=file, column=col, row=row)
+        _refuse(frame, frame.df[col].is_null(), col, f"{use} is null; expected a value in every row")
 
 
 def label_expr(spec: LabelSpec) -> pl.Expr:

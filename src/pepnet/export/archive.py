@@ -1,6 +1,6 @@
 """Loading a ``model.pt2`` without running code from it.
 
-``torch.export.load`` unpickles some parts of an archive with ``weights_only=False`` (weights or constants
+``torch.export.load`` unpickles some parts of an archive without the weights-only restriction (weights or constants
 marked ``use_pickle``, example inputs it cannot read otherwise, opaque objects) and loads compiled
 AOTInductor libraries it finds inside: a crafted archive runs code in the process that loads it.
 :func:`load_program` first checks the archive against what ``torch.export.save`` writes for a pepnet model
@@ -63,7 +63,7 @@ def check_archive(path: Path) -> None:
                                                  "exports hold raw tensors only; refused without unpickling it")
             sample = root + "data/sample_inputs/model.pt"
             if sample in names:
-                try:  # torch.export.load would retry a failure here with weights_only=False
+                try:  # torch.export.load would retry a failure here without the weights-only guard
                     torch.load(io.BytesIO(zf.read(sample)), weights_only=True)
                 except pickle.UnpicklingError:
                     raise UnsafeArchiveError(f"{path}: {sample} holds objects other than tensors; refused without "
