@@ -160,7 +160,7 @@ def test_stop_gradient_on_ppnet_gate_input():
         model = build_model(LAYOUT, cfg("ppnet_only", stop_gradient=flag))
         o_ep = torch.randn(4, 5 * 4, requires_grad=True)
         prior = torch.randn(4, 3 * 4)
-        deltas = model.ppnet(o_ep, prior)[1]
+        deltas = model.ppnet(o_ep, prior, with_gates=True)[1]
         sum(d.sum() for d in deltas).backward()
         assert (o_ep.grad is None) == flag
 

@@ -48,6 +48,13 @@ def _gates(model):
     return [model.epnet.gate, *model.ppnet.gates]
 
 
+def _cut(gate) -> None:
+    """Cut a Gate NU's outputs off the graph, both ways they are read: ``forward`` (EPNet) and ``parts`` (PPNet's
+    towers, one task's part at a time)."""
+    gate.register_forward_hook(lambda m, i, o: o.detach())
+    gate.parts = lambda x, n, f=gate.parts: [lambda p=p: p().detach() for p in f(x, n)]
+
+
 # ----------------------------------------------------------------------------- gradients reach everything
 
 
@@ -72,7 +79,7 @@ def test_prior_embeddings_learn_only_through_the_ppnet_gates(tiny):
     model = tiny.model()
     sparse, dense = tiny.batch(64)
     for g in model.ppnet.gates:
-        g.register_forward_hook(lambda m, i, o: o.detach())
+        _cut(g)
     _backward(model, sparse, dense)
     grad = _grad_dense(model.embedding.table.weight)
     for field in (USER, ITEM, AUTHOR):
@@ -88,7 +95,7 @@ def _general_grads(tiny, stop_gradient: bool, cut_gates: bool):
     sparse, dense = tiny.batch(64)
     if cut_gates:
         for g in _gates(model):
-            g.register_forward_hook(lambda m, i, o: o.detach())
+            _cut(g)
     _backward(model, sparse, dense)
     table = _grad_dense(model.embedding.table.weight)
     return torch.cat([table[tiny.rows(f)] for f in GENERAL]), model.embedding.dense_vectors.grad.clone()
@@ -133,10 +140,10 @@ def test_ppnet_gate_path_into_O_ep(stop_gradient):
     pp = PPNet(in_dim=12, prior_dim=8, hidden_units=[6, 5], n_tasks=2, gate_hidden=8, stop_gradient=stop_gradient)
     o_ep = torch.randn(10, 12, requires_grad=True)
     prior = torch.randn(10, 8, requires_grad=True)
-    logits, deltas = pp(o_ep, prior)
+    logits, deltas = pp(o_ep, prior, with_gates=True)
     logits.sum().backward()
     o_ep2 = o_ep.detach().clone().requires_grad_(True)
-    pp.towers(o_ep2, [d.detach() for d in deltas]).sum().backward()  # the tower path alone
+    pp.towers(o_ep2, lambda layer, t: deltas[layer][:, t].detach()).sum().backward()  # the tower path alone
     if stop_gradient:
         torch.testing.assert_close(o_ep.grad, o_ep2.grad)
     else:
@@ -305,17 +312,15 @@ def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
     torch.manual_seed(0)
     ppnet = PPNet(in_dim=6, prior_dim=4, hidden_units=[5, 3], n_tasks=3, gate_hidden=4, gate_mode=gate_mode).eval()
     o_ep, prior = torch.randn(16, 6), torch.randn(16, 4)
+    gate = ppnet.gates[0]
     with torch.no_grad():
-        base, _ = ppnet(o_ep, prior)
+        base, deltas = ppnet(o_ep, prior, with_gates=True)
+        torch.testing.assert_close(deltas[0], gate(torch.cat([prior, o_ep], 1)).view(16, 3, -1))  # the [B, T, w] view
         for t in range(3):
-            def zero_slice(module, inputs, out, t=t):
-                out = out.view(out.shape[0], 3, -1).clone()
-                out[:, t] = 0.0
-                return out.view(out.shape[0], -1)
-
-            hook = ppnet.gates[0].register_forward_hook(zero_slice)
+            parts = gate.parts  # zero task t's slice:
+            gate.parts = lambda x, n, t=t: [lambda p=p, s=s: p() * (s != t) for s, p in enumerate(parts(x, n))]
             logits, _ = ppnet(o_ep, prior)
-            hook.remove()
+            del gate.parts
             others = [k for k in range(3) if k != t]
             torch.testing.assert_close(logits[:, others], base[:, others], rtol=0, atol=0)
             assert (logits[:, t] - base[:, t]).abs().max() > 1e-4, f"task {t}'s slice does not reach tower {t}"

@@ -1,7 +1,8 @@
 """Component measurements behind the design choices (``pepnet bench --ablations``).
 
-* towers: all T towers in one ``baddbmm`` per layer (:class:`~pepnet.nn.TaskTowers`) against a Python
-  loop of one ``addmm`` per task, same weights, forward + backward;
+* towers: one tower after the other (:class:`~pepnet.nn.TaskTowers`, each tower's activations stay in cache)
+  against all T towers stacked in one ``baddbmm`` per layer ([T, B, w] activations), same weights and gates,
+  forward + backward;
 * embeddings: the fused table with sparse (row-wise) gradients and RowWiseAdagrad, against
   torch.optim.Adagrad on the same sparse gradients (coalesce) and against dense gradients (a full-table
   gradient every step); lookup + backward + Adagrad step.
@@ -35,15 +36,13 @@ def _median_ms(fn: Callable[[], None], device: torch.device, repeats: int = 7, i
     return statistics.median(times)
 
 
-def _loop_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor]) -> torch.Tensor:
-    """The same function as ``towers(x, gates)`` (gate_on="input"), one addmm per task and layer."""
-    out = []
-    for t in range(towers.n_tasks):
-        h = x
-        for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=True)):
-            h = torch.relu(torch.addmm(b[t], h * gates[layer][:, t], w[t]))
-        out.append(torch.addmm(towers.out_bias[t], h, towers.out_weight[t]))
-    return torch.cat(out, dim=1)
+def _stacked_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor]) -> torch.Tensor:
+    """The same function as ``towers(x, lambda l, t: gates[l][t])`` (gate_on="input"), all tasks at once:
+    activations [T, B, w], one ``baddbmm`` per layer."""
+    h = x.unsqueeze(0).expand(towers.n_tasks, -1, -1)
+    for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=True)):
+        h = towers.dropout(torch.relu(torch.baddbmm(b, h * gates[layer], w)))
+    return torch.baddbmm(towers.out_bias, h, towers.out_weight).squeeze(-1).transpose(0, 1)
 
 
 def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: torch.device,
@@ -54,13 +53,14 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
     ctx = lambda: torch.autocast(device.type, dtype=torch.bfloat16, enabled=amp)  # noqa: E731
     rows = []
 
-    # --- towers: baddbmm vs per-task loop
+    # --- towers: one after the other vs stacked (baddbmm)
     in_dim = len(layout.group("general")) * d
     towers = TaskTowers(in_dim, mc.hidden_units, T).to(device)
     x = torch.randn(B, in_dim, device=device, requires_grad=True)
-    gates = [torch.rand(B, T, w, device=device) * 2 for w in towers.gate_widths]
+    gates = [torch.rand(T, B, w, device=device) * 2 for w in towers.gate_widths]
     with torch.no_grad():
-        same = torch.allclose(towers(x, gates), _loop_towers(towers, x, gates), rtol=1e-4, atol=1e-5)
+        same = torch.allclose(towers(x, lambda l, t: gates[l][t]), _stacked_towers(towers, x, gates),
+                              rtol=1e-4, atol=1e-5)
 
     def run(f, towers=towers, x=x, gates=gates):  # bound now: the names are deleted below
         def step():
@@ -69,11 +69,11 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
             y.float().sum().backward()
         return step
 
-    a = _median_ms(run(lambda m, x, g: m(x, g)), device)
-    b = _median_ms(run(_loop_towers), device)
-    rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "baddbmm", "a_ms": a,
-                 "b_label": "per-task loop", "b_ms": b, "note": f"same outputs: {same}"})
-    log(f"[ablation] towers: baddbmm {a:.2f} ms, loop {b:.2f} ms")
+    a = _median_ms(run(lambda m, x, g: m(x, lambda l, t: g[l][t])), device)
+    b = _median_ms(run(_stacked_towers), device)
+    rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "tower by tower",
+                 "a_ms": a, "b_label": "stacked baddbmm", "b_ms": b, "note": f"same outputs: {same}"})
+    log(f"[ablation] towers: tower by tower {a:.2f} ms, stacked {b:.2f} ms")
     del towers, x, gates, run
 
     # --- embeddings: row-wise Adagrad vs torch's sparse Adagrad (coalesce) vs dense gradients

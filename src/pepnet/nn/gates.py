@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
+from functools import partial
 
 import torch
 from torch import nn
@@ -32,16 +34,39 @@ class GateNU(nn.Module):
         _linear_init(self.w1, self.b1, in_dim)
         _linear_init(self.w2, self.b2, hidden)
 
+    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
+        """The first layers of all groups, ``ReLU(x W1 + b1)``: float [B, groups * hidden], one GEMM against
+        [in, groups * hidden] (every group reads the same x)."""
+        w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.groups * self.hidden)
+        return torch.relu(torch.addmm(self.b1.reshape(-1), x, w1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        h = self.first_layer(x)
         if self.groups == 1:
-            h = torch.relu(torch.addmm(self.b1[0], x, self.w1[0]))
-            return self.gamma * torch.sigmoid(torch.addmm(self.b2[0], h, self.w2[0]))
-        # first layers of all groups read the same x: one GEMM against [in, G * hidden]
-        G, H = self.groups, self.hidden
-        h = torch.relu(torch.addmm(self.b1.reshape(-1), x, self.w1.permute(1, 0, 2).reshape(self.in_dim, G * H)))
-        h = h.view(-1, G, H).transpose(0, 1)                        # [G, B, hidden] view
+            return self._second_layer(h, self.w2[0], self.b2[0])
+        h = h.view(-1, self.groups, self.hidden).transpose(0, 1)           # [G, B, hidden] view
         out = self.gamma * torch.sigmoid(torch.baddbmm(self.b2, h, self.w2))  # [G, B, out]
         return out.permute(1, 0, 2).reshape(x.shape[0], self.groups * self.out_dim)
+
+    def parts(self, x: torch.Tensor, n_parts: int) -> list[Callable[[], torch.Tensor]]:
+        """The gate output of x float [B, in_dim] in n parts, each computed when its function is called: part s,
+        float [B, w], equals ``forward(x).view(B, n_parts, w)[:, s]``. With one group per part
+        (``groups == n_parts``) part s is group s (w = out_dim); with one group (the paper's split gate) it is
+        columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run at once (one GEMM);
+        computing the second layer one part at a time lets task tower s use its gate while it is in cache."""
+        h = self.first_layer(x)
+        if self.groups == n_parts:
+            operands = zip(h.split(self.hidden, dim=1), self.w2.unbind(0), self.b2.unbind(0), strict=True)
+        elif self.groups == 1 and self.out_dim % n_parts == 0:
+            w = self.out_dim // n_parts
+            operands = ((h, w2, b2) for w2, b2 in zip(self.w2[0].split(w, dim=1), self.b2[0].split(w, dim=1),
+                                                      strict=True))
+        else:
+            raise ValueError(f"cannot cut {self.groups} group(s) of width {self.out_dim} into {n_parts} parts")
+        return [partial(self._second_layer, *ops) for ops in operands]
+
+    def _second_layer(self, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
+        return self.gamma * torch.sigmoid(torch.addmm(b2, h, w2))
 
     def extra_repr(self) -> str:
         return f"in={self.in_dim}, out={self.out_dim}, hidden={self.hidden}, gamma={self.gamma}, groups={self.groups}"

@@ -67,9 +67,10 @@ class PEPNet(nn.Module):
         self.towers = None if use_ppnet else TaskTowers(n_general * d, cfg.hidden_units, layout.n_tasks, cfg.dropout)
 
     def forward_with_gates(
-        self, sparse: torch.Tensor, dense: torch.Tensor
+        self, sparse: torch.Tensor, dense: torch.Tensor, with_gates: bool = True
     ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
-        """Logits [B, T] and the gate outputs: ``epnet`` [B, Fg, d|1], ``ppnet.l`` [B, T, w_l]."""
+        """Logits [B, T] and the gate outputs: ``epnet`` [B, Fg, d|1], ``ppnet.l`` [B, T, w_l] (those of PPNet
+        only ``with_gates``: stacking them costs a copy that training does not need)."""
         emb = self.embedding(sparse, dense)  # [B, F, d]
         general = emb.index_select(1, self.general_idx)  # E: [B, Fg, d]
         gates: dict[str, torch.Tensor] = {}
@@ -80,7 +81,7 @@ class PEPNet(nn.Module):
         o_ep = o_ep.flatten(1)  # [B, Fg * d]
         if self.ppnet is not None:
             prior = emb.index_select(1, self.prior_idx).flatten(1)  # [B, P * d]
-            logits, deltas = self.ppnet(o_ep, prior)
+            logits, deltas = self.ppnet(o_ep, prior, with_gates)
             gates.update({f"ppnet.{i}": g for i, g in enumerate(deltas)})
         else:
             assert self.towers is not None  # built when PPNet is off
@@ -88,7 +89,7 @@ class PEPNet(nn.Module):
         return logits, gates
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
-        return self.forward_with_gates(sparse, dense)[0]
+        return self.forward_with_gates(sparse, dense, with_gates=False)[0]
 
     def embedding_parameters(self) -> list[torch.Tensor]:
         return self.embedding.embedding_parameters()

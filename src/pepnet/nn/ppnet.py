@@ -17,8 +17,10 @@ class PPNet(nn.Module):
     (``"per_task"``). Task t at layer l: ``O_t = delta_t * H_t``, ``H_t' = relu(O_t W_t + b_t)``; with
     ``gate_output_layer`` the output layer's input is gated too (one more Gate NU).
 
-    forward(o_ep, prior): o_ep float [B, D]; prior float [B, P] (P may be 0).
-    Returns (logits float [B, T], gates: list of float [B, T, w_l], one per layer).
+    forward(o_ep, prior, with_gates): o_ep float [B, D]; prior float [B, P] (P may be 0).
+    Returns (logits float [B, T], gates): with ``with_gates`` a list of float [B, T, w_l], one per gate layer;
+    otherwise an empty list. Task t's gate of a layer is computed when tower t reaches that layer
+    (:meth:`GateNU.parts`), while the tower's activations are in cache.
     """
 
     def __init__(self, in_dim: int, prior_dim: int, hidden_units: list[int], n_tasks: int, gate_hidden: int = 64,
@@ -41,7 +43,20 @@ class PPNet(nn.Module):
             for w in self.towers.gate_widths
         )
 
-    def forward(self, o_ep: torch.Tensor, prior: torch.Tensor) -> tuple[torch.Tensor, list[torch.Tensor]]:
+    def forward(self, o_ep: torch.Tensor, prior: torch.Tensor,
+                with_gates: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = torch.cat([prior, o_ep.detach() if self.stop_gradient else o_ep], dim=1)
-        deltas = [g(x).view(x.shape[0], self.n_tasks, -1) for g in self.gates]
-        return self.towers(o_ep, deltas), deltas
+        parts: dict[int, list] = {}                           # layer -> its gate's T parts (GateNU.parts)
+        deltas: dict[tuple[int, int], torch.Tensor] = {}      # (layer, task) -> delta [B, w]
+
+        def gate(layer: int, t: int) -> torch.Tensor:
+            if layer not in parts:
+                parts[layer] = self.gates[layer].parts(x, self.n_tasks)
+            deltas[layer, t] = delta = parts[layer][t]()
+            return delta
+
+        logits = self.towers(o_ep, gate)
+        if not with_gates:
+            return logits, []
+        return logits, [torch.stack([deltas[layer, t] for t in range(self.n_tasks)], dim=1)
+                        for layer in range(len(self.gates))]

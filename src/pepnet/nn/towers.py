@@ -1,12 +1,16 @@
-"""TaskTowers: one MLP per task, stored as stacked weights so all towers run in one batched matmul.
+"""TaskTowers: one MLP per task, its weights stored stacked ([T, in, out] per layer).
 
-Tower t owns slice t of every weight tensor: no two tasks share a weight. Where every tower reads the same
-input (the first layer, unless a gate scales its input), the T layers run as one plain GEMM against the
-weights laid side by side ([in, T * w]), instead of a batched one on T stride-0 copies of the input.
+Tower t owns slice t of every weight tensor: no two tasks share a weight. The towers run one after the other,
+each through all its layers, so that a tower's activations ([B, w], a few MB) stay in the CPU's cache between
+the GEMM, the ReLU, the dropout and the gate product; all T towers stacked ([T, B, w]) outgrow it and every
+element-wise pass goes to memory (``pepnet bench --ablations`` times both). Where every tower reads the same
+input (the first layer, unless a gate scales its input), the T first layers run as one GEMM against the weights
+laid side by side ([in, T * w]).
 """
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 
 import torch
 from torch import nn
@@ -17,11 +21,11 @@ from .dropout import FastDropout
 class TaskTowers(nn.Module):
     """T independent MLPs ``in_dim -> hidden_units... -> 1``.
 
-    forward(x, gates): x float [B, in_dim] (the same input for every task) or [T, B, in_dim];
-    gates (optional) is one tensor per hidden layer, float [B, T, w], multiplying that layer's input
-    (``gate_on="input"``, w = the layer's input width) or its output (``"output"``, w = its width);
-    with ``gate_output_layer`` (input gating only) one more, [B, T, hidden_units[-1]], multiplies the
-    output layer's input. Returns logits float [B, T].
+    forward(x, gate): x float [B, in_dim], the same input for every task, or [T, B, in_dim], one per task; ``gate`` (optional) is called as
+    ``gate(layer, t)`` for task t's gate of each hidden layer, float [B, w], multiplying that layer's input
+    (``gate_on="input"``, w = the layer's input width) or its output (``"output"``, w = its width); with
+    ``gate_output_layer`` (input gating only) ``gate(len(hidden_units), t)``, [B, hidden_units[-1]], multiplies
+    the output layer's input. Returns logits float [B, T].
     """
 
     def __init__(self, in_dim: int, hidden_units: list[int], n_tasks: int, dropout: float = 0.0,
@@ -50,22 +54,29 @@ class TaskTowers(nn.Module):
             return [w.shape[1] for w in self.weights] + ([self.out_weight.shape[1]] if self.gate_output_layer else [])
         return [w.shape[2] for w in self.weights]
 
-    def forward(self, x: torch.Tensor, gates: list[torch.Tensor] | None = None) -> torch.Tensor:
-        h = x
-        for layer, (w, b) in enumerate(zip(self.weights, self.biases, strict=True)):
-            g = gates[layer].transpose(0, 1) if gates is not None else None      # [T, B, w]
-            if h.dim() == 2 and (g is None or self.gate_on == "output"):          # shared input: one GEMM
-                T, fan_in, fan_out = w.shape
-                z = torch.addmm(b.reshape(-1), h, w.permute(1, 0, 2).reshape(fan_in, T * fan_out))
-                z = z.view(-1, T, fan_out).transpose(0, 1)                        # [T, B, w] view
-            else:
-                h = h.unsqueeze(0).expand(self.n_tasks, -1, -1) if h.dim() == 2 else h  # [T, B, D]
-                if g is not None and self.gate_on == "input":
+    def forward(self, x: torch.Tensor, gate: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
+        weights = [w.unbind(0) for w in self.weights]                  # per layer: T x [in, out]
+        biases = [b.unbind(0) for b in self.biases]                    # per layer: T x [1, out]
+        shared = None
+        if x.dim() == 2 and (gate is None or self.gate_on == "output"):  # every first layer reads x: one GEMM
+            _, fan_in, width = self.weights[0].shape
+            w0 = self.weights[0].permute(1, 0, 2).reshape(fan_in, -1)
+            shared = torch.addmm(self.biases[0].reshape(-1), x, w0).split(width, dim=1)  # T x [B, width]
+        logits = []
+        for t in range(self.n_tasks):
+            h = x if x.dim() == 2 else x[t]
+            for layer in range(len(weights)):
+                g = gate(layer, t) if gate is not None else None
+                if shared is not None and layer == 0:
+                    z = shared[t]
+                else:
+                    if g is not None and self.gate_on == "input":
+                        h = h * g
+                    z = torch.addmm(biases[layer][t], h, weights[layer][t])
+                h = self.dropout(torch.relu(z))
+                if g is not None and self.gate_on == "output":
                     h = h * g
-                z = torch.baddbmm(b, h, w)
-            h = self.dropout(torch.relu(z))
-            if g is not None and self.gate_on == "output":
-                h = h * g
-        if gates is not None and self.gate_output_layer:
-            h = h * gates[-1].transpose(0, 1)
-        return torch.baddbmm(self.out_bias, h, self.out_weight).squeeze(-1).transpose(0, 1)
+            if gate is not None and self.gate_output_layer:
+                h = h * gate(len(weights), t)
+            logits.append(torch.addmm(self.out_bias[t, 0], h, self.out_weight[t]))
+        return torch.cat(logits, dim=1)
