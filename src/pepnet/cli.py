@@ -293,7 +293,8 @@ def bench(
     reference: bool = _flag(
         True, "--reference/--no-reference", help="also time the reference implementation (pepnet.bench.reference)"
     ),
-    ablations: bool = _flag(False, "--ablations", help="also time tower-by-tower vs stacked towers, sparse vs dense grads"),
+    ablations: bool = _flag(False, "--ablations",
+                            help="also time tower-by-tower vs stacked towers, sparse vs dense grads"),
     json_out: Path | None = typer.Option(None, "--json", help="write the full result as JSON here"),
 ) -> None:
     """Training / inference samples/s vs the matmul bound and a reference implementation, interleaved."""

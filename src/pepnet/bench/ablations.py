@@ -36,8 +36,13 @@ def _median_ms(fn: Callable[[], None], device: torch.device, repeats: int = 7, i
     return statistics.median(times)
 
 
+def _slices(gates: list[torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
+    """TaskTowers' gate callback over stacked gates [T, B, w]: (layer, task) -> [B, w]."""
+    return lambda layer, t: gates[layer][t]
+
+
 def _stacked_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tensor]) -> torch.Tensor:
-    """The same function as ``towers(x, lambda l, t: gates[l][t])`` (gate_on="input"), all tasks at once:
+    """The same function as ``towers(x, _slices(gates))`` (gate_on="input"), all tasks at once:
     activations [T, B, w], one ``baddbmm`` per layer."""
     h = x.unsqueeze(0).expand(towers.n_tasks, -1, -1)
     for layer, (w, b) in enumerate(zip(towers.weights, towers.biases, strict=True)):
@@ -59,8 +64,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
     x = torch.randn(B, in_dim, device=device, requires_grad=True)
     gates = [torch.rand(T, B, w, device=device) * 2 for w in towers.gate_widths]
     with torch.no_grad():
-        same = torch.allclose(towers(x, lambda l, t: gates[l][t]), _stacked_towers(towers, x, gates),
-                              rtol=1e-4, atol=1e-5)
+        same = torch.allclose(towers(x, _slices(gates)), _stacked_towers(towers, x, gates), rtol=1e-4, atol=1e-5)
 
     def run(f, towers=towers, x=x, gates=gates):  # bound now: the names are deleted below
         def step():
@@ -69,7 +73,7 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
             y.float().sum().backward()
         return step
 
-    a = _median_ms(run(lambda m, x, g: m(x, lambda l, t: g[l][t])), device)
+    a = _median_ms(run(lambda m, x, g: m(x, _slices(g))), device)
     b = _median_ms(run(_stacked_towers), device)
     rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "tower by tower",
                  "a_ms": a, "b_label": "stacked baddbmm", "b_ms": b, "note": f"same outputs: {same}"})

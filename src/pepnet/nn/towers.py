@@ -21,9 +21,10 @@ from .dropout import FastDropout
 class TaskTowers(nn.Module):
     """T independent MLPs ``in_dim -> hidden_units... -> 1``.
 
-    forward(x, gate): x float [B, in_dim], the same input for every task, or [T, B, in_dim], one per task; ``gate`` (optional) is called as
-    ``gate(layer, t)`` for task t's gate of each hidden layer, float [B, w], multiplying that layer's input
-    (``gate_on="input"``, w = the layer's input width) or its output (``"output"``, w = its width); with
+    forward(x, gate): x float [B, in_dim], the same input for every task, or [T, B, in_dim], one per task;
+    ``gate`` (optional) is called as ``gate(layer, t)`` for task t's gate of each hidden layer, float [B, w],
+    multiplying that layer's input (``gate_on="input"``, w = the layer's input width) or its output
+    (``"output"``, w = its width); with
     ``gate_output_layer`` (input gating only) ``gate(len(hidden_units), t)``, [B, hidden_units[-1]], multiplies
     the output layer's input. Returns logits float [B, T].
     """
