@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from functools import partial
 
 import torch
@@ -55,6 +55,7 @@ class GateNU(nn.Module):
         columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run at once (one GEMM);
         computing the second layer one part at a time lets task tower s use its gate while it is in cache."""
         h = self.first_layer(x)
+        operands: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
         if self.groups == n_parts:
             operands = zip(h.split(self.hidden, dim=1), self.w2.unbind(0), self.b2.unbind(0), strict=True)
         elif self.groups == 1 and self.out_dim % n_parts == 0:

@@ -1,6 +1,9 @@
 """PPNet: parameter personalisation of every task tower layer by prior features (PEPNet, Sec. 3.4)."""
 from __future__ import annotations
 
+from collections.abc import Callable
+from typing import cast
+
 import torch
 from torch import nn
 
@@ -46,12 +49,12 @@ class PPNet(nn.Module):
     def forward(self, o_ep: torch.Tensor, prior: torch.Tensor,
                 with_gates: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         x = torch.cat([prior, o_ep.detach() if self.stop_gradient else o_ep], dim=1)
-        parts: dict[int, list] = {}                           # layer -> its gate's T parts (GateNU.parts)
+        parts: dict[int, list[Callable[[], torch.Tensor]]] = {}  # layer -> its gate's T parts (GateNU.parts)
         deltas: dict[tuple[int, int], torch.Tensor] = {}      # (layer, task) -> delta [B, w]
 
         def gate(layer: int, t: int) -> torch.Tensor:
             if layer not in parts:
-                parts[layer] = self.gates[layer].parts(x, self.n_tasks)
+                parts[layer] = cast(GateNU, self.gates[layer]).parts(x, self.n_tasks)
             deltas[layer, t] = delta = parts[layer][t]()
             return delta
 
