@@ -17,11 +17,29 @@ import polars as pl
 
 from ..config import SchemaConfig, StatFeature
 from ..fileio import write_parquet
+from .keyindex import PerTable, dict_key_type, dict_values, small_frame
 from .split import time_seconds
 from .validate import label_expr
 
 TOTALS = ("n", "s", "m")
 INDEX_RATIO = 64  # evaluation rows use the hash index when the table has more than this many rows per frame row
+
+
+def _key_rows(table: pl.DataFrame, keys: list[str]) -> tuple[list[pl.DataType], dict, np.ndarray] | None:
+    """The dict index of a statistics table: the dtypes of its key columns; key (the value for one key column, else
+    the tuple) -> row, without null keys (which never match); its totals n, s, m as float64 [rows + 1, 3], the last
+    row (unseen) 0. None when a key column's values are not dict keys (:func:`~.keyindex.dict_key_type`)."""
+    dtypes = [table.schema[k] for k in keys]
+    if not all(dict_key_type(d) for d in dtypes):
+        return None
+    values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in TOTALS).to_numpy()
+    cols = [table[k].to_list() for k in keys]
+    rows = (
+        {k: i for i, k in enumerate(cols[0]) if k is not None}
+        if len(cols) == 1
+        else {k: i for i, k in enumerate(zip(*cols, strict=True)) if None not in k}
+    )
+    return dtypes, rows, np.vstack([values, np.zeros((1, 3))])
 
 
 class PastStatistics:
@@ -31,7 +49,7 @@ class PastStatistics:
         self.schema = schema
         self.tables: dict[str, pl.DataFrame] = {}  # stat name -> keys, n, s, m over the rows seen so far
         self.global_mean: dict[str, float] = {}    # stat name -> mean target of those rows (0 for counts)
-        self._index: dict[str, tuple[pl.DataFrame, dict, np.ndarray]] = {}  # see _indexed
+        self._index = PerTable()  # stat name -> (key dtypes, key -> row, totals [rows + 1, 3]): see _indexed
 
     def _target(self, stat: StatFeature) -> pl.Expr:
         if stat.stat == "count":
@@ -53,22 +71,21 @@ class PastStatistics:
 
     def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """For evaluation rows, the accumulated totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
-        where the key is unseen or null), looked up in a hash index of the table built once per table; None when
-        ``df`` is large enough for a join (which hashes the whole table on every call) to cost less. This keeps a
-        served request of a few rows fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
+        where the key is unseen or null), looked up in a dict of the table's keys built once per table; None when
+        a join costs less (``df`` is neither a small frame nor small beside the table: a join hashes the whole
+        table on every call) or the keys are not dict keys (floats). This keeps a served request of a few rows
+        fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
         table = self.tables[stat.name]
-        if df.height == 0 or df.height * INDEX_RATIO >= table.height:
+        if df.height == 0 or not (small_frame(df.height) or df.height * INDEX_RATIO < table.height):
             return None
-        index = self._index.get(stat.name)
-        if index is None or index[0] is not table:  # first use, or the table grew (update)
-            values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in TOTALS).to_numpy()
-            rows = {k: i for i, k in enumerate(table.select(stat.keys).iter_rows())}
-            index = (table, rows, np.vstack([values, np.zeros((1, 3))]))  # the last row: unseen
-            self._index[stat.name] = index
-        _, rows, values = index
+        index = self._index.get_for(stat.name, table, lambda t: _key_rows(t, stat.keys))
+        if index is None:
+            return None
+        dtypes, rows, values = index
         unseen = len(values) - 1
-        keys = df.select([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).iter_rows()
-        at = np.fromiter((unseen if None in k else rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
+        cols = [dict_values(df[k], d) for k, d in zip(stat.keys, dtypes, strict=True)]
+        keys = cols[0] if len(cols) == 1 else zip(*cols, strict=True)
+        at = np.fromiter((rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
         found = values[at]
         return found[:, 0], found[:, 1], found[:, 2]
 
