@@ -13,7 +13,7 @@ from typing import Any
 
 import polars as pl
 
-SMALL_FRAME = 1024  # frames of at most this many rows are looked up in dicts (above it, polars is faster)
+SMALL_FRAME = 4096  # frames of at most this many rows are looked up in dicts (4,000 Ciao rows: 2x faster than polars)
 
 
 def small_frame(rows: int) -> bool:
