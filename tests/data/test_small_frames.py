@@ -118,3 +118,17 @@ def test_incompatible_dtype_still_refused_for_small_frames(monkeypatch):
     for fast in (True, False):
         with pytest.raises(DataError, match="cannot be matched to the training vocabulary"):
             _encode(enc, bad, monkeypatch, fast=fast)
+
+
+def test_lookups_built_ahead_are_used(monkeypatch):
+    """``build_lookups`` (a server, before a model takes requests) builds every dict the first request then uses."""
+    schema = SchemaConfig.model_validate(SCHEMA)
+    enc = Encoder(schema).fit(_frame(300, 0, ["s0", "s1", "s2"]))
+    enc.build_lookups()
+    assert set(enc._vocab_ids) == set(enc.vocabs) and set(enc.past._index) == {s.name for s in schema.stats}
+    built = {**{f"v.{k}": v[1] for k, v in enc._vocab_ids.items()}, **{k: v[1] for k, v in enc.past._index.items()}}
+    df = _requests(1)[0]
+    fast = _encode(enc, df, monkeypatch, fast=True)
+    now = {**{f"v.{k}": v[1] for k, v in enc._vocab_ids.items()}, **{k: v[1] for k, v in enc.past._index.items()}}
+    assert all(now[k] is built[k] for k in built)
+    _assert_same(fast, _encode(enc, df, monkeypatch, fast=False))

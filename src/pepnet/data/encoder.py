@@ -256,6 +256,13 @@ class Encoder:
             ids[self.past.earlier_rows(df, spec.source) < spec.oov_first_rows] = 0
         return ids
 
+    def build_lookups(self) -> None:
+        """Build the dicts that encode small frames (vocabularies, statistics tables) now, not when the first small
+        frame needs them (about 0.2 s for the Ciao model): a server does it before a model takes requests."""
+        for name, vocab in self.vocabs.items():
+            self._vocab_ids.get_for(name, vocab, _vocab_dict)
+        self.past.build_lookups()
+
     @staticmethod
     def _vocab_lookup(col: pl.Series, vocab: pl.Series) -> np.ndarray:
         """Ids 1..len(vocab) of the values of ``col`` in ``vocab`` (0: null or not in it), int64 [N], with polars

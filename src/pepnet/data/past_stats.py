@@ -69,6 +69,15 @@ class PastStatistics:
         cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
         return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
 
+    def _key_index(self, stat: StatFeature) -> tuple[list[pl.DataType], dict, np.ndarray] | None:
+        """The dict index of the table of ``stat`` (:func:`_key_rows`), built once per table."""
+        return self._index.get_for(stat.name, self.tables[stat.name], lambda t: _key_rows(t, stat.keys))
+
+    def build_lookups(self) -> None:
+        """Build the dict index of every table now, not when the first small frame needs it."""
+        for stat in self.schema.stats:
+            self._key_index(stat)
+
     def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """For evaluation rows, the accumulated totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
         where the key is unseen or null), looked up in a dict of the table's keys built once per table; None when
@@ -78,7 +87,7 @@ class PastStatistics:
         table = self.tables[stat.name]
         if df.height == 0 or not (small_frame(df.height) or df.height * INDEX_RATIO < table.height):
             return None
-        index = self._index.get_for(stat.name, table, lambda t: _key_rows(t, stat.keys))
+        index = self._key_index(stat)
         if index is None:
             return None
         dtypes, rows, values = index

@@ -47,6 +47,14 @@ class Settings:
     threads: int | None = None
 
 
+def _loaded(path: str | Path, version: str) -> ExportedModel:
+    """The export in ``path`` as model ``version``, with the encoder's lookups built: its first request is not slower
+    than the others."""
+    model = ExportedModel(path, version=version)
+    model.encoder.build_lookups()
+    return model
+
+
 class Metrics:
     """The Prometheus metrics of one server process (its own registry)."""
 
@@ -96,7 +104,7 @@ class Server:
 
     def _load(self, version: str) -> ExportedModel:
         path = publish.version_dir(self.source, int(version)) if self.watching else self.source
-        model = ExportedModel(path, version=version)
+        model = _loaded(path, version)
         self.metrics.version.set(int(version))
         return model
 
@@ -113,7 +121,7 @@ class Server:
             if version == self.model.version or version in self.refused:
                 continue
             try:
-                model = await asyncio.to_thread(ExportedModel, publish.version_dir(self.source, int(version)), version)
+                model = await asyncio.to_thread(_loaded, publish.version_dir(self.source, int(version)), version)
                 fields = input_fields(model.encoder)
             except Exception as exc:  # noqa: BLE001 - any failure to load refuses the version
                 reason = "verification_failed" if "verification batch" in str(exc) else "load_failed"
