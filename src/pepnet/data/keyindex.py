@@ -42,7 +42,7 @@ def dict_values(s: pl.Series, table: pl.DataType) -> list:
 
 
 class PerTable(dict):
-    """name -> (table, what :meth:`get` built from it): built on first use, rebuilt when the table object is
+    """name -> (table, what :meth:`get_for` built from it): built on first use, rebuilt when the table object is
     replaced (a vocabulary grown by ``Encoder.grow``, a statistics table by ``PastStatistics.update``)."""
 
     def get_for(self, name: str, table: Any, build: Callable[[Any], Any]) -> Any:
