@@ -12,18 +12,10 @@ from pepnet.data.encoder import EncodedData, Encoder
 from pepnet.errors import DataError
 
 SCHEMA = {
-    "domain": "dom",
-    "user": "user",
-    "time": "t",
-    "labels": {"click": {"column": "click"}},
-    "features": [
-        {"name": "user"},
-        {"name": "dom"},
-        {"name": "item", "min_count": 2},
-        {"name": "tag", "hash_buckets": 7},
-        {"name": "shop", "reserve": 3},
-        {"name": "price", "kind": "dense"},
-    ],
+    "domain": "dom", "user": "user", "time": "t", "labels": {"click": {"column": "click"}},
+    "features": [{"name": "user"}, {"name": "dom"}, {"name": "item", "min_count": 2},
+                 {"name": "tag", "hash_buckets": 7}, {"name": "shop", "reserve": 3},
+                 {"name": "price", "kind": "dense"}],
     "stats": [
         {"name": "user_n", "keys": ["user"], "stat": "count"},
         {"name": "user_rate", "keys": ["user"], "stat": "rate", "target": "click", "prior": 2.0},
