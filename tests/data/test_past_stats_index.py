@@ -33,7 +33,7 @@ def test_indexed_lookup_equals_join(tiny_config_tree, monkeypatch):
     _use(monkeypatch, INDEX)
     names, joined_raw = enc.past.values(rows)
     indexed = enc.transform(rows)
-    assert set(enc.past._index) == {s.name for s in schema.stats}
+    assert {s.name for s in schema.stats} <= set(enc.past._index)
     np.testing.assert_array_equal(indexed.sparse, joined.sparse)
     np.testing.assert_array_equal(indexed.dense, joined.dense)
     _use(monkeypatch, JOIN)

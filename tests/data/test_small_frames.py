@@ -83,7 +83,7 @@ def test_dict_lookups_equal_polars(monkeypatch, seed):
     assert not enc._vocab_ids and not enc.past._index  # the polars path builds no dict
     _assert_same(_encode(enc, requests[0], monkeypatch, fast=True), before)
     assert set(enc._vocab_ids) == {"user", "dom", "item", "shop"}
-    assert set(enc.past._index) == {s.name for s in schema.stats}
+    assert {s.name for s in schema.stats} <= set(enc.past._index)
 
     # the reserve of "shop" is used up (its vocabulary object replaced): further unseen shops hash into it
     assert enc.grow(_frame(50, 3, ["new1", "new2", "new3"])) == {"shop": 3}
@@ -117,10 +117,28 @@ def test_lookups_built_ahead_are_used(monkeypatch):
     schema = SchemaConfig.model_validate(SCHEMA)
     enc = Encoder(schema).fit(_frame(300, 0, ["s0", "s1", "s2"]))
     enc.build_lookups()
-    assert set(enc._vocab_ids) == set(enc.vocabs) and set(enc.past._index) == {s.name for s in schema.stats}
+    assert set(enc._vocab_ids) == set(enc.vocabs) and {s.name for s in schema.stats} <= set(enc.past._index)
     built = {**{f"v.{k}": v[1] for k, v in enc._vocab_ids.items()}, **{k: v[1] for k, v in enc.past._index.items()}}
     df = _requests(1)[0]
     fast = _encode(enc, df, monkeypatch, fast=True)
     now = {**{f"v.{k}": v[1] for k, v in enc._vocab_ids.items()}, **{k: v[1] for k, v in enc.past._index.items()}}
     assert all(now[k] is built[k] for k in built)
     _assert_same(fast, _encode(enc, df, monkeypatch, fast=False))
+
+
+EDITS = {  # user 3 missing from the table of user_rate, or replaced by user 99
+    "missing": lambda t: t.filter(pl.col("user") != 3),
+    "replaced": lambda t: t.with_columns(user=pl.when(pl.col("user") == 3).then(99).otherwise("user")),
+}
+
+
+@pytest.mark.parametrize("edit", sorted(EDITS))
+def test_statistics_with_other_keys_than_their_neighbours(monkeypatch, edit):
+    """Statistics with the same key columns share one dict index; a table that holds other keys than the first
+    (an edited encoder) is joined instead, with the same values."""
+    schema = SchemaConfig.model_validate(SCHEMA)
+    enc = Encoder(schema).fit(_frame(300, 0, ["s0", "s1", "s2"]))
+    enc.past.tables["user_rate"] = EDITS[edit](enc.past.tables["user_rate"])
+    df = _requests(1)[0].with_columns(user=pl.lit(3, dtype=pl.Int64))
+    _assert_same(_encode(enc, df, monkeypatch, fast=True), _encode(enc, df, monkeypatch, fast=False))
+    assert enc.past._index["user_rate"][1] is None and enc.past._index["user_n"][1] is not None

@@ -243,7 +243,7 @@ class Encoder:
         col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self._time_column], spec.part)
         vocab = self.vocabs[spec.name]
         if small_frame(len(col)) and dict_matches(col.dtype, vocab.dtype):
-            ids_of = self._vocab_ids.get_for(spec.name, vocab, _vocab_dict)
+            ids_of = self._vocab_ids.get_for(spec.name, _vocab_dict, vocab)
             ids = np.fromiter((ids_of.get(v, 0) for v in col.to_list()), dtype=np.int64, count=len(col))
         else:
             ids = self._vocab_lookup(col, vocab)
@@ -260,7 +260,7 @@ class Encoder:
         """Build the dicts that encode small frames (vocabularies, statistics tables) now, not when the first small
         frame needs them (about 0.2 s for the Ciao model): a server does it before a model takes requests."""
         for name, vocab in self.vocabs.items():
-            self._vocab_ids.get_for(name, vocab, _vocab_dict)
+            self._vocab_ids.get_for(name, _vocab_dict, vocab)
         self.past.build_lookups()
 
     @staticmethod

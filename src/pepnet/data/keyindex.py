@@ -42,13 +42,13 @@ def dict_values(s: pl.Series, table: pl.DataType) -> list:
 
 
 class PerTable(dict):
-    """name -> (table, what :meth:`get_for` built from it): built on first use, rebuilt when the table object is
-    replaced (a vocabulary grown by ``Encoder.grow``, a statistics table by ``PastStatistics.update``)."""
+    """name -> (tables, what :meth:`get_for` built from them): built on first use, rebuilt when one of the table
+    objects is replaced (a vocabulary grown by ``Encoder.grow``, a statistics table by ``PastStatistics.update``)."""
 
-    def get_for(self, name: str, table: Any, build: Callable[[Any], Any]) -> Any:
-        """``build(table)``, cached under ``name`` for as long as ``table`` is the same object."""
+    def get_for(self, name: str, build: Callable[..., Any], *tables: Any) -> Any:
+        """``build(*tables)``, cached under ``name`` for as long as ``tables`` are the same objects."""
         hit = self.get(name)
-        if hit is None or hit[0] is not table:
-            hit = (table, build(table))
+        if hit is None or len(hit[0]) != len(tables) or any(a is not b for a, b in zip(hit[0], tables, strict=True)):
+            hit = (tables, build(*tables))
             self[name] = hit
         return hit[1]
