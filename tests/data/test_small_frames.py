@@ -142,3 +142,12 @@ def test_statistics_with_other_keys_than_their_neighbours(monkeypatch, edit):
     df = _requests(1)[0].with_columns(user=pl.lit(3, dtype=pl.Int64))
     _assert_same(_encode(enc, df, monkeypatch, fast=True), _encode(enc, df, monkeypatch, fast=False))
     assert enc.past._index["user_rate"][1] is None and enc.past._index["user_n"][1] is not None
+
+
+def test_frame_changed_in_place_is_looked_up_again(monkeypatch):
+    """The key rows kept while a frame is encoded do not outlive its encoding."""
+    enc = Encoder(SchemaConfig.model_validate(SCHEMA)).fit(_frame(300, 0, ["s0", "s1", "s2"]))
+    df = _requests(1)[0]
+    _encode(enc, df, monkeypatch, fast=True)
+    df.replace_column(df.get_column_index("user"), pl.Series("user", np.arange(df.height) % 15))
+    _assert_same(_encode(enc, df, monkeypatch, fast=True), _encode(enc, df, monkeypatch, fast=False))

@@ -342,6 +342,7 @@ class Encoder:
         if not self.fitted:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
+        self.past.frame_done()
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
         for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=True)):
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
@@ -354,6 +355,7 @@ class Encoder:
             )
             mean, std = self.dense_stats[spec.name]
             dense[:, j] = (raw - mean) / std
+        self.past.frame_done()
         dom, users = df[self.schema.domain], df[self.schema.user]
         fast = _sorted_codes(dom)
         if fast is not None:

@@ -101,9 +101,14 @@ class PastStatistics:
         for stat in self.schema.stats:
             self._key_index(stat)
 
+    def frame_done(self) -> None:
+        """Forget the key rows kept for the frame being encoded (see :meth:`_rows`): called before and after the
+        statistics of a frame are looked up, so a frame changed in place in between is looked up again."""
+        self._rows_memo = None
+
     def _rows(self, df: pl.DataFrame, stat: StatFeature, dtypes: list[pl.DataType], rows: dict) -> np.ndarray:
-        """Row of each row's key of ``stat`` in the dict index ``rows`` (len(rows) where unseen or null), int64 [N];
-        kept for the other statistics with the same keys while the same frame is encoded."""
+        """Row of each row's key of ``stat`` in the dict index ``rows`` (the table's row count where unseen or
+        null), int64 [N]; kept for the other statistics with the same keys until :meth:`frame_done`."""
         memo = self._rows_memo
         if memo is None or memo[0] is not df:
             memo = self._rows_memo = (df, {})
@@ -207,8 +212,10 @@ class PastStatistics:
         if any(s.name not in self.tables for s in stats):
             raise RuntimeError("PastStatistics.values called before fit")
         values = np.zeros((df.height, len(stats)), dtype=np.float64)
+        self.frame_done()
         for j, spec in enumerate(stats):
             values[:, j] = self.raw(df, spec, training)
+        self.frame_done()
         return [s.name for s in stats], values
 
     def earlier_rows(self, df: pl.DataFrame, column: str) -> np.ndarray:
