@@ -396,7 +396,7 @@ def serve(
     poll_s: float = typer.Option(
         1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new version"
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads per worker"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads per worker (docs/serving.md)"),
     access_log: bool = _flag(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
