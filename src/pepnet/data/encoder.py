@@ -30,6 +30,7 @@ from .past_stats import PastStatistics
 from .split import time_seconds
 from .validate import label_matrix, required_columns
 
+MIN_STD = 1e-12  # a dense column with a smaller standard deviation in training is treated as constant
 
 @dataclass(frozen=True)
 class FieldInfo:
@@ -220,7 +221,9 @@ class Encoder:
         for spec in self._dense_specs():
             raw = self.past.fit(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
             std = float(raw.std())
-            self.dense_stats[spec.name] = (float(raw.mean()), std if std > 0 else 1.0)
+            # a spread below MIN_STD is a constant up to rounding: dividing by it would blow the rounding (and
+            # any later value) up past float32's range (inf); such a column is only centred
+            self.dense_stats[spec.name] = (float(raw.mean()), std if std > MIN_STD else 1.0)
             sizes.append((spec.name, "dense", 1))
         offset, dense_col = 0, 0
         for name, kind, size in sizes:
