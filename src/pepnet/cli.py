@@ -25,7 +25,25 @@ import typer
 if TYPE_CHECKING:
     from .config import ExperimentConfig
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+class _PlainHelp:
+    """``--help`` shown without a value placeholder (typer would print ``--help <bool>``)."""
+
+    def get_help_option(self, ctx):  # noqa: ANN001, ANN201 - click's signature
+        option = super().get_help_option(ctx)  # type: ignore[misc]
+        if option is not None:
+            option.metavar = ""
+        return option
+
+
+class _Command(_PlainHelp, typer.core.TyperCommand):
+    pass
+
+
+class _Group(_PlainHelp, typer.core.TyperGroup):
+    pass
+
+
+app = typer.Typer(cls=_Group, add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="PEPNet for multi-domain, multi-task recommendation.")
 
 
@@ -131,7 +149,7 @@ def _load_config(path: str, overrides: list[str] | None) -> ExperimentConfig:
     return load_config(resolve_config(path), overrides)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def fit(
     config: str | None = typer.Argument(None, help="YAML experiment file, or a bundled config name (ciao, "
@@ -196,7 +214,7 @@ def _stream_into(out: Path, data: list[str], config: Path | None, set_: list[str
     typer.echo(f"written: {out / STREAM_CSV}, {out / STREAM_PNG}, {out / 'model.pt'}")
 
 
-@app.command("stream")
+@app.command("stream", cls=_Command)
 @_friendly
 def stream_cmd(
     config: str = typer.Argument(
@@ -220,7 +238,7 @@ def stream_cmd(
     _stream_into(out, data, cfg, set_, passes, publish_to)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
@@ -238,7 +256,7 @@ def evaluate(
     _show(report, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def predict(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
@@ -269,7 +287,7 @@ def predict(
     typer.echo(f"wrote {preds.height:,} rows to {out}")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def bench(
     config: str = typer.Argument(..., help="YAML experiment file or bundled config name (industrial, ciao, ...)"),
@@ -332,7 +350,7 @@ def bench(
         typer.echo(f"written: {json_out}")
 
 
-@app.command("export")
+@app.command("export", cls=_Command)
 @_friendly
 def export_cmd(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
@@ -357,7 +375,7 @@ def export_cmd(
     typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def serve(
     source: Path = typer.Argument(
@@ -379,8 +397,8 @@ def serve(
     poll_s: float = typer.Option(
         1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new version"
     ),
-    threads: int | None = typer.Option(None, "--threads", min=1, help="torch CPU threads per worker"),
-    access_log: bool = typer.Option(False, "--access-log", help="log every request"),
+    threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads per worker (docs/serving.md)"),
+    access_log: bool = _flag(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
     from .export.publish import current_version, is_models_dir
@@ -406,7 +424,7 @@ def serve(
     )
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def gates(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
@@ -430,7 +448,7 @@ def gates(
     typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def report(
     path: Path = typer.Argument(
@@ -448,7 +466,7 @@ def report(
     typer.echo("written: " + ", ".join(str(p) for p in paths))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def inspect(
     run_dir: Path = typer.Argument(..., help="a run directory written by `pepnet fit`"),
@@ -466,12 +484,12 @@ def inspect(
     typer.echo(format_inspection(inspect_row(Run.load(run_dir), parsed)))
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def quickstart(
     out: Path = typer.Option(Path("runs/quickstart"), "--out", help="run directory"),
     set_: list[str] | None = typer.Option(None, "--set", help="override a config key"),
-    overwrite: bool = typer.Option(False, "--overwrite", help="replace an earlier quickstart run in --out"),
+    overwrite: bool = _flag(False, "--overwrite", help="replace an earlier quickstart run in --out"),
 ) -> None:
     """Train PEPNet on the vendored Ciao data (28 domains, tasks like and helpful) and print the table."""
     from .run import fit as fit_run
@@ -481,7 +499,7 @@ def quickstart(
     _show(run.report, out)
 
 
-@app.command()
+@app.command(cls=_Command)
 @_friendly
 def compare(
     config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, synthetic)"),
@@ -511,7 +529,7 @@ def compare(
     typer.echo(format_tables(result, per_domain=False))
 
 
-@app.command("seesaw")
+@app.command("seesaw", cls=_Command)
 @_friendly
 def seesaw_cmd(
     config: str = typer.Argument(..., help="YAML experiment file, or a bundled config name (ciao, seesaw, ...)"),
@@ -526,7 +544,7 @@ def seesaw_cmd(
     min_class: int = typer.Option(
         100, "--min-class", min=1, help="fewest positive and negative test labels of a domain x task cell for a verdict"
     ),
-    resume: bool = typer.Option(False, "--resume", help="reuse the runs already in --out"),
+    resume: bool = _flag(False, "--resume", help="reuse the runs already in --out"),
 ) -> None:
     """Domain and task seesaw: per domain, a model on its rows alone vs a domain-blind shared model on all rows vs
     PEPNet; per task, single-task vs all tasks vs PEPNet. Paired differences per domain x task and verdicts."""

@@ -32,23 +32,29 @@ def frames(draw, min_rows: int = 1):
     })
 
 
-@st.composite
-def schemas(draw):
+def schema_of(uid_min: int = 1, uid_buckets: int = 10, cat_min: int = 1, cat_buckets: int = 10,
+              stat_buckets: int = 4) -> SchemaConfig:
     return SchemaConfig.model_validate({
         "domain": "dom",
         "user": "user",
         "labels": {"click": "click"},
         "features": [
-            {"name": "uid", "min_count": draw(st.integers(1, 3))},
-            {"name": "uid_h", "column": "uid", "hash_buckets": draw(st.integers(1, 50))},
-            {"name": "cat", "min_count": draw(st.integers(1, 2))},
-            {"name": "cat_h", "column": "cat", "hash_buckets": draw(st.integers(1, 50))},
+            {"name": "uid", "min_count": uid_min},
+            {"name": "uid_h", "column": "uid", "hash_buckets": uid_buckets},
+            {"name": "cat", "min_count": cat_min},
+            {"name": "cat_h", "column": "cat", "hash_buckets": cat_buckets},
             {"name": "dom"},
             {"name": "x", "kind": "dense"},
         ],
-        "stats": [{"name": "cat_count", "keys": ["cat"], "buckets": draw(st.integers(2, 6))}],
+        "stats": [{"name": "cat_count", "keys": ["cat"], "buckets": stat_buckets}],
         "groups": {"general": ["uid", "cat", "x"], "domain_side": ["dom"]},
     })
+
+
+@st.composite
+def schemas(draw):
+    return schema_of(draw(st.integers(1, 3)), draw(st.integers(1, 50)), draw(st.integers(1, 2)),
+                     draw(st.integers(1, 50)), draw(st.integers(2, 6)))
 
 
 PROPS = settings(max_examples=20, deadline=None, suppress_health_check=[HealthCheck.too_slow])
@@ -151,3 +157,16 @@ def test_dense_standardised_on_training_split(train):
         assert abs(x.std() - 1.0) < 1e-3
     elif std == 0:  # a constant column becomes 0 (std 1 is used instead of 0)
         assert (x == 0).all()
+
+
+def test_a_dense_column_constant_up_to_rounding_is_centred_not_scaled():
+    """Found by hypothesis: a training spread of 4e-56 turned a later 1.0 into inf (float32) when it was divided
+    by it. A spread below MIN_STD counts as constant; a small but real spread is still scaled."""
+    schema = schema_of()
+    train = pl.DataFrame({"dom": ["d0", "d1"], "user": [0, 1], "uid": [1, 2], "cat": ["a", "b"],
+                          "x": [0.0, 7.85e-56], "click": pl.Series([0, 1], dtype=pl.Int8)})
+    enc = Encoder(schema).fit(train)
+    x = enc.transform(train.with_columns(x=pl.lit(1.0))).dense[:, 0]
+    assert np.isfinite(x).all() and np.allclose(x, 1.0)
+    small = Encoder(schema).fit(train.with_columns(x=pl.Series([0.0, 2e-9])))
+    assert small.dense_stats["x"] == (1e-9, 1e-9)

@@ -25,10 +25,12 @@ import polars as pl
 from ..config import FeatureSpec, SchemaConfig, StatFeature, TimeFeature
 from ..errors import DataError, DataWarning
 from ..fileio import DamagedFileError, atomic_write, read_json_as, write_parquet
+from .keyindex import PerTable, dict_matches, small_frame
 from .past_stats import PastStatistics
 from .split import time_seconds
 from .validate import label_matrix, required_columns
 
+MIN_STD = 1e-12  # a dense column with a smaller standard deviation in training is treated as constant
 
 @dataclass(frozen=True)
 class FieldInfo:
@@ -98,6 +100,21 @@ def hash_ids(s: pl.Series, buckets: int) -> np.ndarray:
     return np.where(s.is_null().to_numpy(), 0, out)
 
 
+def _vocab_dict(vocab: pl.Series) -> dict:
+    """value -> id (1..len(vocab)) of a vocabulary, for the dict lookups of small frames."""
+    return {v: i for i, v in enumerate(vocab.to_list(), 1) if v is not None}
+
+
+def _sorted_codes(s: pl.Series) -> tuple[np.ndarray, list] | None:
+    """For a small frame's column of integers or text without nulls, the code of each value in the sorted distinct
+    values (int64 [N]) and those values, as polars' sort orders them; None otherwise (polars computes them)."""
+    numpy_ints = s.dtype.is_integer() and s.dtype not in (pl.Int128, pl.UInt128)
+    if not small_frame(s.len()) or s.null_count() or not (s.dtype == pl.String or numpy_ints):
+        return None
+    uniq, codes = np.unique(s.to_numpy(), return_inverse=True)
+    return codes.astype(np.int64).reshape(-1), uniq.tolist()
+
+
 def _time_part(s: pl.Series, part: str) -> pl.Series:
     dt = pl.from_epoch(time_seconds(s), time_unit="s")
     return {"hour": dt.dt.hour, "weekday": dt.dt.weekday, "month": dt.dt.month, "year": dt.dt.year}[part]().cast(
@@ -113,6 +130,7 @@ class Encoder:
         self.vocabs: dict[str, pl.Series] = {}  # sparse feature / time feature -> kept values
         self.dense_stats: dict[str, tuple[float, float]] = {}  # dense field -> (mean, std)
         self.past = PastStatistics(schema)  # statistics of the past: totals over the rows seen so far
+        self._vocab_ids = PerTable()  # field name -> (vocabulary, value -> id) for small frames (see keyindex)
         self.stat_edges: dict[str, np.ndarray] = {}
         self.fields: list[FieldInfo] = []
         self.input_dtypes: dict[str, str] = {}  # column read when scoring -> its polars dtype in the training split
@@ -203,7 +221,9 @@ class Encoder:
         for spec in self._dense_specs():
             raw = self.past.fit(train, spec) if isinstance(spec, StatFeature) else self._dense_raw(train, spec)
             std = float(raw.std())
-            self.dense_stats[spec.name] = (float(raw.mean()), std if std > 0 else 1.0)
+            # a spread below MIN_STD is a constant up to rounding: dividing by it would blow the rounding (and
+            # any later value) up past float32's range (inf); such a column is only centred
+            self.dense_stats[spec.name] = (float(raw.mean()), std if std > MIN_STD else 1.0)
             sizes.append((spec.name, "dense", 1))
         offset, dense_col = 0, 0
         for name, kind, size in sizes:
@@ -225,6 +245,31 @@ class Encoder:
             return hash_ids(df[spec.source], spec.hash_buckets)
         col = df[spec.source] if isinstance(spec, FeatureSpec) else _time_part(df[self._time_column], spec.part)
         vocab = self.vocabs[spec.name]
+        if small_frame(len(col)) and dict_matches(col.dtype, vocab.dtype):
+            ids_of = self._vocab_ids.get_for(spec.name, _vocab_dict, vocab)
+            ids = np.fromiter((ids_of.get(v, 0) for v in col.to_list()), dtype=np.int64, count=len(col))
+        else:
+            ids = self._vocab_lookup(col, vocab)
+        reserve = self._reserve(spec)
+        if reserve and self._free_rows(spec) == 0:  # grown full: unseen values share the reserved rows by hash
+            size = self.fields[self.field_index(spec.name)].size
+            unseen = (ids == 0) & col.is_not_null().to_numpy()
+            ids[unseen] = hash_ids(col.filter(pl.Series(unseen)), reserve) + (size - 1 - reserve)
+        if training and isinstance(spec, FeatureSpec) and spec.oov_first_rows:
+            ids[self.past.earlier_rows(df, spec.source) < spec.oov_first_rows] = 0
+        return ids
+
+    def build_lookups(self) -> None:
+        """Build the dicts that encode small frames (vocabularies, statistics tables) now, not when the first small
+        frame needs them (about 0.2 s for the Ciao model): a server does it before a model takes requests."""
+        for name, vocab in self.vocabs.items():
+            self._vocab_ids.get_for(name, _vocab_dict, vocab)
+        self.past.build_lookups()
+
+    @staticmethod
+    def _vocab_lookup(col: pl.Series, vocab: pl.Series) -> np.ndarray:
+        """Ids 1..len(vocab) of the values of ``col`` in ``vocab`` (0: null or not in it), int64 [N], with polars
+        (a frame of any size and dtype; a dtype that cannot be matched to the vocabulary's raises DataError)."""
         key = col
         if col.dtype != vocab.dtype:
             both_int = col.dtype.is_integer() and vocab.dtype.is_integer()
@@ -236,20 +281,12 @@ class Encoder:
                     f"{vocab.dtype}; expected the same type as in training",
                     column=col.name,
                 ) from None
-        ids = (
+        return (
             key.replace_strict(vocab, np.arange(1, len(vocab) + 1, dtype=np.int64), default=0, return_dtype=pl.Int64)
             .fill_null(0)
             .to_numpy()
             .copy()
         )
-        reserve = self._reserve(spec)
-        if reserve and self._free_rows(spec) == 0:  # grown full: unseen values share the reserved rows by hash
-            size = self.fields[self.field_index(spec.name)].size
-            unseen = (ids == 0) & col.is_not_null().to_numpy()
-            ids[unseen] = hash_ids(col.filter(pl.Series(unseen)), reserve) + (size - 1 - reserve)
-        if training and isinstance(spec, FeatureSpec) and spec.oov_first_rows:
-            ids[self.past.earlier_rows(df, spec.source) < spec.oov_first_rows] = 0
-        return ids
 
     @property
     def _time_column(self) -> str:
@@ -308,6 +345,7 @@ class Encoder:
         if not self.fitted:
             raise RuntimeError("Encoder.transform called before fit")
         n = df.height
+        self.past.frame_done()
         sparse = np.zeros((n, len(self.sparse_fields)), dtype=np.int64)
         for j, (spec, field) in enumerate(zip(self._sparse_specs(), self.sparse_fields, strict=True)):
             sparse[:, j] = self._sparse_ids(df, spec, training, with_history) + field.offset
@@ -320,11 +358,18 @@ class Encoder:
             )
             mean, std = self.dense_stats[spec.name]
             dense[:, j] = (raw - mean) / std
-        dom = df[self.schema.domain]
-        uniq = dom.unique().sort()
-        domain = dom.replace_strict(uniq, np.arange(len(uniq)), return_dtype=pl.Int64).to_numpy()
-        user = (df[self.schema.user].rank("dense").cast(pl.Int64) - 1).to_numpy()
-        return EncodedData(sparse, dense, label_matrix(df, self.schema), domain, user, [str(v) for v in uniq.to_list()])
+        self.past.frame_done()
+        dom, users = df[self.schema.domain], df[self.schema.user]
+        fast = _sorted_codes(dom)
+        if fast is not None:
+            domain, names = fast
+        else:
+            uniq = dom.unique().sort()
+            domain = dom.replace_strict(uniq, np.arange(len(uniq)), return_dtype=pl.Int64).to_numpy()
+            names = uniq.to_list()
+        fast = _sorted_codes(users)
+        user = fast[0] if fast is not None else (users.rank("dense").cast(pl.Int64) - 1).to_numpy()
+        return EncodedData(sparse, dense, label_matrix(df, self.schema), domain, user, [str(v) for v in names])
 
     def unseen_domains(self, df: pl.DataFrame) -> list[str]:
         """Domain values of ``df`` that the training split never had (scored with the OOV domain embedding)."""

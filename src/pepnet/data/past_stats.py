@@ -17,11 +17,41 @@ import polars as pl
 
 from ..config import SchemaConfig, StatFeature
 from ..fileio import write_parquet
+from .keyindex import PerTable, dict_key_type, dict_values, small_frame
 from .split import time_seconds
 from .validate import label_expr
 
 TOTALS = ("n", "s", "m")
 INDEX_RATIO = 64  # evaluation rows use the hash index when the table has more than this many rows per frame row
+
+
+def _key_rows(table: pl.DataFrame, keys: list[str]) -> tuple[list[pl.DataType], dict] | None:
+    """The dict index of a statistics table: the dtypes of its key columns and key (the value for one key column,
+    else the tuple) -> row, without null keys (which never match); None when a key column's values are not dict
+    keys (:func:`~.keyindex.dict_key_type`)."""
+    dtypes = [table.schema[k] for k in keys]
+    if not all(dict_key_type(d) for d in dtypes):
+        return None
+    cols = [table[k].to_list() for k in keys]
+    rows = (
+        {k: i for i, k in enumerate(cols[0]) if k is not None}
+        if len(cols) == 1
+        else {k: i for i, k in enumerate(zip(*cols, strict=True)) if None not in k}
+    )
+    return dtypes, rows
+
+
+def _totals_in_order(first: pl.DataFrame, table: pl.DataFrame, keys: list[str]) -> np.ndarray | None:
+    """The totals n, s, m of ``table`` in the row order of ``first`` (a table of another statistic with the same
+    keys, whose dict index they share), float64 [rows + 1, 3], the last row (unseen) 0; None when the two tables
+    do not hold the same keys (then ``table`` is joined)."""
+    if table is not first:
+        if table.height != first.height or table.select(keys).schema != first.select(keys).schema or \
+                table.join(first, on=keys, how="anti", nulls_equal=True).height:
+            return None
+        table = first.select(keys).join(table, on=keys, how="left", maintain_order="left", nulls_equal=True)
+    values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in TOTALS).to_numpy()
+    return np.vstack([values, np.zeros((1, 3))])
 
 
 class PastStatistics:
@@ -31,7 +61,9 @@ class PastStatistics:
         self.schema = schema
         self.tables: dict[str, pl.DataFrame] = {}  # stat name -> keys, n, s, m over the rows seen so far
         self.global_mean: dict[str, float] = {}    # stat name -> mean target of those rows (0 for counts)
-        self._index: dict[str, tuple[pl.DataFrame, dict, np.ndarray]] = {}  # see _indexed
+        self._index = PerTable()  # "keys [...]" -> (key dtypes, key -> row); stat name -> totals: see _key_index
+        self._rows_memo: tuple[pl.DataFrame, dict] | None = None  # see _rows
+        self._key_owner = {s.name: next(o.name for o in schema.stats if o.keys == s.keys) for s in schema.stats}
 
     def _target(self, stat: StatFeature) -> pl.Expr:
         if stat.stat == "count":
@@ -51,25 +83,58 @@ class PastStatistics:
         cast = [pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]
         return frame.with_columns(cast).join(table, on=stat.keys, how="left", maintain_order="left")
 
+    def _key_table(self, stat: StatFeature) -> pl.DataFrame:
+        """The table whose dict index ``stat`` uses: that of the first statistic with the same keys."""
+        return self.tables[self._key_owner[stat.name]]
+
+    def _key_index(self, stat: StatFeature) -> tuple[list[pl.DataType], dict, np.ndarray] | None:
+        """The dict index of the keys of ``stat`` (:func:`_key_rows`), shared by the statistics with the same keys,
+        and the totals of ``stat`` in its row order (:func:`_totals_in_order`), each built once per table; None
+        when there is no such index."""
+        first, table = self._key_table(stat), self.tables[stat.name]
+        keys = self._index.get_for(f"keys {stat.keys}", lambda t: _key_rows(t, stat.keys), first)
+        totals = self._index.get_for(stat.name, lambda f, t: _totals_in_order(f, t, stat.keys), first, table)
+        return None if keys is None or totals is None else (*keys, totals)
+
+    def build_lookups(self) -> None:
+        """Build the dict index of every table now, not when the first small frame needs it."""
+        for stat in self.schema.stats:
+            self._key_index(stat)
+
+    def frame_done(self) -> None:
+        """Forget the key rows kept for the frame being encoded (see :meth:`_rows`): called before and after the
+        statistics of a frame are looked up, so a frame changed in place in between is looked up again."""
+        self._rows_memo = None
+
+    def _rows(self, df: pl.DataFrame, stat: StatFeature, dtypes: list[pl.DataType], rows: dict) -> np.ndarray:
+        """Row of each row's key of ``stat`` in the dict index ``rows`` (the table's row count where unseen or
+        null), int64 [N]; kept for the other statistics with the same keys until :meth:`frame_done`."""
+        memo = self._rows_memo
+        if memo is None or memo[0] is not df:
+            memo = self._rows_memo = (df, {})
+        hit = memo[1].get(tuple(stat.keys))
+        if hit is None or hit[0] is not rows:
+            cols = [dict_values(df[k], d) for k, d in zip(stat.keys, dtypes, strict=True)]
+            keys = cols[0] if len(cols) == 1 else zip(*cols, strict=True)
+            unseen = self._key_table(stat).height
+            hit = memo[1][tuple(stat.keys)] = (rows, np.fromiter((rows.get(k, unseen) for k in keys), dtype=np.int64,
+                                                                 count=df.height))
+        return hit[1]
+
     def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
         """For evaluation rows, the accumulated totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
-        where the key is unseen or null), looked up in a hash index of the table built once per table; None when
-        ``df`` is large enough for a join (which hashes the whole table on every call) to cost less. This keeps a
-        served request of a few rows fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
+        where the key is unseen or null), looked up in a dict of the table's keys built once per table; None when
+        a join costs less (``df`` is neither a small frame nor small beside the table: a join hashes the whole
+        table on every call) or the keys are not dict keys (floats). This keeps a served request of a few rows
+        fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
         table = self.tables[stat.name]
-        if df.height == 0 or df.height * INDEX_RATIO >= table.height:
+        if df.height == 0 or not (small_frame(df.height) or df.height * INDEX_RATIO < table.height):
             return None
-        index = self._index.get(stat.name)
-        if index is None or index[0] is not table:  # first use, or the table grew (update)
-            values = table.select(pl.col(c).cast(pl.Float64).fill_null(0.0) for c in TOTALS).to_numpy()
-            rows = {k: i for i, k in enumerate(table.select(stat.keys).iter_rows())}
-            index = (table, rows, np.vstack([values, np.zeros((1, 3))]))  # the last row: unseen
-            self._index[stat.name] = index
-        _, rows, values = index
-        unseen = len(values) - 1
-        keys = df.select([pl.col(k).cast(table.schema[k], strict=False) for k in stat.keys]).iter_rows()
-        at = np.fromiter((unseen if None in k else rows.get(k, unseen) for k in keys), dtype=np.int64, count=df.height)
-        found = values[at]
+        index = self._key_index(stat)
+        if index is None:
+            return None
+        dtypes, rows, values = index
+        found = values[self._rows(df, stat, dtypes, rows)]
         return found[:, 0], found[:, 1], found[:, 2]
 
     def totals(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> pl.DataFrame:
@@ -147,8 +212,10 @@ class PastStatistics:
         if any(s.name not in self.tables for s in stats):
             raise RuntimeError("PastStatistics.values called before fit")
         values = np.zeros((df.height, len(stats)), dtype=np.float64)
+        self.frame_done()
         for j, spec in enumerate(stats):
             values[:, j] = self.raw(df, spec, training)
+        self.frame_done()
         return [s.name for s in stats], values
 
     def earlier_rows(self, df: pl.DataFrame, column: str) -> np.ndarray:

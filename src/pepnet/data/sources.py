@@ -40,9 +40,9 @@ class Frame:
 
     def first_bad(self, mask: pl.Series) -> tuple[str, int] | None:
         """Location of the first True in ``mask`` (a boolean Series aligned with ``df``), or None."""
-        hits = mask.fill_null(False).arg_true()
-        if hits.len() == 0:
+        if not mask.any():  # the common case, without a query
             return None
+        hits = mask.fill_null(False).arg_true()
         return self.locate(int(hits[0]))
 
 

@@ -62,7 +62,8 @@ def check_columns(frame: Frame, schema: SchemaConfig, labels: bool = True) -> No
                 file=", ".join(frame.files),
                 column=col,
             )
-    unused = [c for c in cols if c not in required_columns(schema)]
+    read = required_columns(schema)
+    unused = [c for c in cols if c not in read]
     if unused:
         warnings.warn(f"columns not referenced by the schema are ignored: {unused}", DataWarning, stacklevel=2)
 
@@ -173,10 +174,12 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
                 file=", ".join(frame.files),
                 column=schema.time,
             )
-        _refuse(frame, s.is_null(), schema.time,
-                "time is null; every row needs a time for chronological splits and statistics")
+        if s.null_count():
+            _refuse(frame, s.is_null(), schema.time,
+                    "time is null; every row needs a time for chronological splits and statistics")
     for col, use in ((schema.domain, "domain"), (schema.user, "user key")):
-        _refuse(frame, frame.df[col].is_null(), col, f"{use} is null; expected a value in every row")
+        if frame.df[col].null_count():
+            _refuse(frame, frame.df[col].is_null(), col, f"{use} is null; expected a value in every row")
 
 
 def label_expr(spec: LabelSpec) -> pl.Expr:
@@ -191,9 +194,10 @@ def label_matrix(df: pl.DataFrame, schema: SchemaConfig) -> np.ndarray:
     """Labels as float32 [N, T] in task order; NaN where a row has no label for that task (or, when scoring
     new rows, where the frame has no label column at all)."""
     out = np.full((df.height, len(schema.labels)), np.nan, dtype=np.float32)
-    for t, spec in enumerate(schema.labels.values()):
-        if spec.column in df.columns:
-            out[:, t] = df.select(label_expr(spec))[:, 0].to_numpy().astype(np.float32)
+    present = [(t, spec) for t, spec in enumerate(schema.labels.values()) if spec.column in df.columns]
+    if present:  # one query for every task
+        values = df.select(label_expr(spec).alias(str(t)) for t, spec in present).to_numpy()
+        out[:, [t for t, _ in present]] = values.astype(np.float32)
     return out
 
 

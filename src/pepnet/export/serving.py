@@ -25,7 +25,7 @@ import polars as pl
 import torch
 
 from ..data.encoder import Encoder
-from ..data.sources import Frame, read_files
+from ..data.sources import FILE_COL, ROW_COL, Frame, read_files
 from ..data.validate import validated
 from ..fileio import atomic_write, read_json
 from ..predictions import prediction_frame
@@ -196,12 +196,11 @@ class ExportedModel:
 
 def frame_of(df: pl.DataFrame, name: str = "<frame>") -> Frame:
     """A frame of rows given in memory, with provenance columns so that errors name the row (0-based)."""
-    return Frame(
-        df.with_columns(
-            pl.lit(0, dtype=pl.UInt16).alias("__file"), pl.int_range(pl.len(), dtype=pl.Int64).alias("__row")
-        ),
-        [name],
-    )
+    provenance = {
+        FILE_COL: pl.Series(FILE_COL, np.zeros(df.height, dtype=np.uint16)),
+        ROW_COL: pl.Series(ROW_COL, np.arange(df.height, dtype=np.int64)),
+    }  # put together from Series, as with_columns would (which runs a query: 3x slower for a served request)
+    return Frame(pl.DataFrame([provenance.pop(c, df[c]) for c in df.columns] + list(provenance.values())), [name])
 
 
 class Predictor:
