@@ -347,3 +347,14 @@ def test_ppnet_gate_output_layer_scales_the_input_of_each_tasks_output_layer(tin
         assert (logits - ungated).abs().max() > 1e-4
     assert len(tiny.model(ppnet_gate_output_layer=True, ppnet_gate_on="output").ppnet.gates) == 2
     assert len(tiny.model().ppnet.gates) == 2
+
+
+@pytest.mark.parametrize("options", VARIANTS)
+def test_every_gradient_has_its_parameters_layout(tiny, options):
+    """DDP copies each gradient into a bucket view laid out like its parameter; a gradient with other strides
+    (e.g. from a permuted view of the weight) costs a copy and a warning on every step."""
+    model = tiny.model(**options)
+    _backward(model, *tiny.batch(32))
+    bad = [(name, p.stride(), p.grad.stride()) for name, p in model.named_parameters()
+           if not p.grad.is_sparse and p.grad.stride() != p.stride()]
+    assert not bad, bad

@@ -37,6 +37,8 @@ class GateNU(nn.Module):
     def first_layer(self, x: torch.Tensor) -> torch.Tensor:
         """The first layers of all groups, ``ReLU(x W1 + b1)``: float [B, groups * hidden], one GEMM against
         [in, groups * hidden] (every group reads the same x)."""
+        if self.groups == 1:  # w1[0]: its gradient keeps w1's layout (a permuted view's would not, and DDP warns)
+            return torch.relu(torch.addmm(self.b1[0], x, self.w1[0]))
         w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.groups * self.hidden)
         return torch.relu(torch.addmm(self.b1.reshape(-1), x, w1))
 
