@@ -138,6 +138,14 @@ class Trained:
     test_probs: np.ndarray
 
 
+def run_trainer(model: nn.Module, config: ExperimentConfig, encoder: Encoder, out: Path, device: torch.device,
+                log: Callable[[str], None], **extra) -> Trainer:
+    """The Trainer of a run directory ``out``: the config's training settings, the encoder's tasks weighted as the
+    schema says, checkpoints in ``out``. ``extra``: Trainer's ``dist``, ``sharded``, ``callbacks``."""
+    return Trainer(model, config.train, encoder.task_names, config.schema_.task_weights(), run_dir=out,
+                   device=device, log=log, **extra)
+
+
 def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: bool = False,
                 log: Callable[[str], None] = print, callbacks: Sequence[TrainerCallback] = ()) -> Trained:
     """Build the configured model for prepared data and train it in ``out`` (layout.json, checkpoints, best
@@ -169,18 +177,7 @@ def train_model(config: ExperimentConfig, prep: Prepared, out: Path, resume: boo
     if tc.embedding_sharding != "none":  # TorchRec: tables sharded over the ranks, dense part data-parallel
         sharded = ShardedEmbeddings(model, [f.size for f in encoder.sparse_fields], tc, device, ctx)
         log(f"embedding tables sharded over {ctx.world} processes by TorchRec: {', '.join(sharded.plan)}")
-    trainer = Trainer(
-        model,
-        tc,
-        encoder.task_names,
-        config.schema_.task_weights(),
-        run_dir=out,
-        device=device,
-        log=log,
-        dist=ctx,
-        sharded=sharded,
-        callbacks=callbacks,
-    )
+    trainer = run_trainer(model, config, encoder, out, device, log, dist=ctx, sharded=sharded, callbacks=callbacks)
     if resume:
         trainer.resume()
     valid = prep.encoded.get("valid")

@@ -38,7 +38,7 @@ from .metrics import MetricsReport
 from .nn import ModelLayout, build_model
 from .prepare import layout_from_encoder
 from .provenance import file_sha256
-from .run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE, score
+from .run import CONFIG_FILE, ENCODER_DIR, LAYOUT_FILE, run_trainer, score
 from .train.checkpoint import load_weights
 from .train.runtime import resolve_device, seed_everything
 from .train.trainer import BEST, Trainer
@@ -111,15 +111,7 @@ class OnlineRun:
             f"model {config.model.name}: {sum(p.numel() for p in model.parameters()):,} parameters "
             f"({encoder.num_embeddings:,} embedding rows, reserve included)"
         )
-        trainer = Trainer(
-            model,
-            tc,
-            encoder.task_names,
-            config.schema_.task_weights(),
-            run_dir=out,
-            device=resolve_device(tc.device),
-            log=log,
-        )
+        trainer = run_trainer(model, config, encoder, out, resolve_device(tc.device), log)
         return cls(out, config, encoder, trainer, [], log)
 
     @classmethod
@@ -133,9 +125,7 @@ class OnlineRun:
         layout = ModelLayout.read(out / LAYOUT_FILE)
         model = build_model(layout, config.model)
         device = resolve_device(tc.device)
-        trainer = Trainer(
-            model, tc, encoder.task_names, config.schema_.task_weights(), run_dir=out, device=device, log=log
-        )
+        trainer = run_trainer(model, config, encoder, out, device, log)
         if not trainer.resume():  # no training state: start the optimisers afresh from the best weights
             load_weights(model, out / BEST, map_location=device)
         history = pl.read_csv(out / STREAM_CSV).to_dicts() if (out / STREAM_CSV).is_file() else []
