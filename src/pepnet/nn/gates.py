@@ -43,12 +43,8 @@ class GateNU(nn.Module):
         return torch.relu(torch.addmm(self.b1.reshape(-1), x, w1))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        h = self.first_layer(x)
-        if self.groups == 1:
-            return self._second_layer(h, self.w2[0], self.b2[0])
-        h = h.view(-1, self.groups, self.hidden).transpose(0, 1)           # [G, B, hidden] view
-        out = self.gamma * torch.sigmoid(torch.baddbmm(self.b2, h, self.w2))  # [G, B, out]
-        return out.permute(1, 0, 2).reshape(x.shape[0], self.groups * self.out_dim)
+        groups = [part() for part in self.parts(x, self.groups)]  # one part per group, [B, out] each
+        return groups[0] if self.groups == 1 else torch.cat(groups, dim=1)
 
     def parts(self, x: torch.Tensor, n_parts: int) -> list[Callable[[], torch.Tensor]]:
         """The gate output of x float [B, in_dim] in n parts, each computed when its function is called: part s,
