@@ -49,6 +49,13 @@ def _refuse(frame: Frame, mask: pl.Series, column: str, message: str) -> None:
         raise DataError(message, file=file, column=column, row=row)
 
 
+def _refuse_nulls(frame: Frame, column: str, message: str) -> None:
+    """:func:`_refuse` the first null of ``column``; a column without nulls (its count is known without a
+    query) is passed at once."""
+    if frame.df[column].null_count():
+        _refuse(frame, frame.df[column].is_null(), column, message)
+
+
 def check_columns(frame: Frame, schema: SchemaConfig, labels: bool = True) -> None:
     """Every column the schema reads exists; unused columns give a warning."""
     cols = [c for c in frame.df.columns if c not in PROVENANCE]
@@ -174,12 +181,10 @@ def check_values(frame: Frame, schema: SchemaConfig, labels: bool = True) -> Non
                 file=", ".join(frame.files),
                 column=schema.time,
             )
-        if s.null_count():
-            _refuse(frame, s.is_null(), schema.time,
-                    "time is null; every row needs a time for chronological splits and statistics")
+        _refuse_nulls(frame, schema.time,
+                      "time is null; every row needs a time for chronological splits and statistics")
     for col, use in ((schema.domain, "domain"), (schema.user, "user key")):
-        if frame.df[col].null_count():
-            _refuse(frame, frame.df[col].is_null(), col, f"{use} is null; expected a value in every row")
+        _refuse_nulls(frame, col, f"{use} is null; expected a value in every row")
 
 
 def label_expr(spec: LabelSpec) -> pl.Expr:
