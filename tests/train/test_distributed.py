@@ -130,26 +130,37 @@ def test_fit_nproc_listens_on_no_network_interface(tmp_path, tiny_config_file):
     assert all(ipaddress.ip_address(ip).is_loopback for ip in listening), listening
 
 
-_EXIT_PROBE = """
-import atexit
-import torch.distributed as dist
-# registered first, so it runs last (atexit is last-in, first-out): after pepnet's own exit handler
-atexit.register(lambda: print(f"initialised at exit: {dist.is_initialized()}", flush=True))
+# after joining, the group gets the two kinds of holder a TorchRec-sharded fit leaves behind (module docstring of
+# pepnet.train.distributed, *Exit*): a module imported now whose default argument is evaluated to the group
+# (torch.distributed.optim, which TorchRec imports), and an unreachable object that refers to itself and holds the
+# group (as TorchRec's sharded modules do), left to the exit handler (no automatic collection)
+_JOIN_AND_HOLD = """
+import gc
 from pepnet.train.distributed import init_from_env
 print(f"mean {init_from_env('cpu').mean(1.0)}", flush=True)
+import torch.distributed.optim
+
+
+class Holder:
+    def __init__(self):
+        self.me, self.group = self, dist.group.WORLD
+
+
+gc.disable()
+Holder()
 """
 
 
 @needs_gloo
-def test_process_group_is_destroyed_before_the_interpreter_exits(tmp_path):
-    """A worker that joined the group through init_from_env leaves it at exit, so no gloo thread is alive while
-    Python finalises (such a thread that frees a tensor then aborts the process: SIGABRT under load)."""
-    script = tmp_path / "probe.py"
-    script.write_text(_EXIT_PROBE)
+def test_process_group_is_destroyed_before_the_interpreter_exits(exit_probe):
+    """A worker that joined the group through init_from_env leaves it at exit, and the group's gloo threads are joined
+    then, even with other holders of the group left (so none is alive while Python finalises: such a thread that
+    frees a tensor then aborts the process, SIGABRT under load)."""
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(script)]
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2",
+           str(exit_probe(_JOIN_AND_HOLD))]
     proc = subprocess.run(cmd, capture_output=True, text=True, env=env, timeout=120)
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert proc.stdout.count("mean 1.0") == 2
-    assert proc.stdout.count("initialised at exit: False") == 2, proc.stdout
+    assert proc.stdout.count("at exit: initialised False, gloo threads []") == 2, proc.stdout

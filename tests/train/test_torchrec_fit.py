@@ -1,10 +1,12 @@
 """`pepnet fit` with TorchRec-sharded embedding tables (train.embedding_sharding): 2 gloo processes, table-wise,
-train the same model as the unsharded 2-process run, and the run directory is an ordinary one (Run.load, predict)."""
+train the same model as the unsharded 2-process run, and the run directory is an ordinary one (Run.load, predict).
+Both runs' workers leave the process group at exit with gloo's threads joined."""
 from __future__ import annotations
 
 import os
 import subprocess
 import sys
+from pathlib import Path
 
 import polars as pl
 import pytest
@@ -15,10 +17,17 @@ from pepnet.nn.torchrec_embedding import available
 from pepnet.train.checkpoint import load_checkpoint
 
 
-def _torchrun_fit(config, out, *sets: str) -> subprocess.CompletedProcess:
+# `python -m pepnet` in a worker script that reports at exit whether the group and its gloo threads are gone
+_PEPNET = """
+import runpy
+runpy.run_module("pepnet", run_name="__main__", alter_sys=True)
+"""
+
+
+def _torchrun_fit(worker: Path, config, out, *sets: str) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     env.pop("WORLD_SIZE", None)
-    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", "-m", "pepnet", "fit",
+    cmd = [sys.executable, "-m", "torch.distributed.run", "--standalone", "--nproc_per_node=2", str(worker), "fit",
            str(config), "--out", str(out), "--set", "train.epochs=2", "--set", "train.threads=1"]
     for s in sets:
         cmd += ["--set", s]
@@ -27,17 +36,22 @@ def _torchrun_fit(config, out, *sets: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.skipif(not available(), reason="TorchRec is not installed (scripts/install-torchrec.sh)")
 @pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed gloo is not available")
-def test_sharded_fit_matches_unsharded_two_processes(tmp_path, tiny_config_file, synthetic_parquet):
+def test_sharded_fit_matches_unsharded_two_processes(tmp_path, tiny_config_file, synthetic_parquet, exit_probe):
     """Table-wise sharding with TorchRec's fused Adagrad gives the data-parallel run's loss curve, validation and
     test metrics and best weights (same Adagrad update and eps; only float summation order differs), and writes
-    model.pt in the fused-table layout, so Run.load and predict work as for any run."""
+    model.pt in the fused-table layout, so Run.load and predict work as for any run. In both runs every worker's
+    exit handler destroys the group with nothing else holding it, so gloo's threads are joined before Python
+    finalises (TorchRec's sharded modules and torch.distributed.optim hold the group: pepnet.train.distributed)."""
     from pepnet.run import Run
 
-    sharded = _torchrun_fit(tiny_config_file, tmp_path / "sharded", "train.embedding_sharding=table_wise")
+    worker = exit_probe(_PEPNET)
+    sharded = _torchrun_fit(worker, tiny_config_file, tmp_path / "sharded", "train.embedding_sharding=table_wise")
     assert sharded.returncode == 0, sharded.stderr[-3000:]
     assert "sharded over 2 processes by TorchRec: table_wise" in sharded.stdout
-    plain = _torchrun_fit(tiny_config_file, tmp_path / "plain")
+    assert sharded.stdout.count("at exit: initialised False, gloo threads []") == 2, sharded.stdout[-3000:]
+    plain = _torchrun_fit(worker, tiny_config_file, tmp_path / "plain")
     assert plain.returncode == 0, plain.stderr[-3000:]
+    assert plain.stdout.count("at exit: initialised False, gloo threads []") == 2, plain.stdout[-3000:]
 
     h_plain = pl.read_csv(tmp_path / "plain" / "history.csv")
     h_sharded = pl.read_csv(tmp_path / "sharded" / "history.csv")

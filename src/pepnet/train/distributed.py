@@ -19,12 +19,21 @@ which runs torchrun itself). Backend: gloo on CPU, nccl on GPU (one GPU per proc
   (:func:`leave`, registered with ``atexit``), before Python finalises: otherwise gloo's worker threads
   outlive the interpreter, and one that drops the last reference to a tensor then needs the GIL during
   finalisation, which ends the thread inside a C++ destructor and aborts the process
-  (``terminate called without an active exception``, SIGABRT).
+  (``terminate called without an active exception``, SIGABRT). Destroying the group joins those threads only
+  if c10d held the last reference to it, so :func:`leave` first releases the two other holders a TorchRec-sharded
+  fit leaves behind: its sharded modules refer to themselves (their state_dict hooks are bound methods and
+  closures over the module), so only the cyclic garbage collector frees them and, with them, the ShardingEnv,
+  ShardedTensors and fused optimisers that hold the group; and TorchRec imports ``torch.distributed.optim``
+  after the group exists, whose ``_broadcast_object(group=dist.group.WORLD)`` default, evaluated at import,
+  holds the group for the life of the interpreter (:func:`_drop_group_defaults`).
 """
 from __future__ import annotations
 
 import atexit
+import gc
 import os
+import sys
+import types
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -112,9 +121,28 @@ def init_from_env(device: str = "auto") -> DistContext:
 
 def leave() -> None:
     """Destroy the default process group if one is initialised: joins the backend's worker threads while the
-    interpreter can still run them (called at exit for the group :func:`init_from_env` created)."""
+    interpreter can still run them (called at exit for the group :func:`init_from_env` created). Unreachable
+    objects that hold the group (TorchRec's self-referencing sharded modules) are freed first, and default
+    arguments that took it at import are dropped, so that c10d holds the last reference and the group's
+    destructor runs here (module docstring, *Exit*)."""
     if dist.is_available() and dist.is_initialized():
+        gc.collect()
+        _drop_group_defaults(dist.group.WORLD)
         dist.destroy_process_group()
+
+
+def _drop_group_defaults(group: object) -> None:
+    """Replace ``group`` by None in the default arguments of the functions of the loaded ``torch.distributed``
+    modules. A parameter ``group=dist.group.WORLD`` takes its default when the module is imported: None before
+    the group exists, the group itself after, and then the function holds the group until the interpreter ends
+    (``torch.distributed.optim.zero_redundancy_optimizer._broadcast_object``, which TorchRec imports while
+    sharding). None is the default such a function has when imported first, and names the same default group."""
+    for name, module in list(sys.modules.items()):
+        if module is None or not (name == "torch.distributed" or name.startswith("torch.distributed.")):
+            continue
+        for fn in list(vars(module).values()):
+            if isinstance(fn, types.FunctionType) and fn.__defaults__ and any(d is group for d in fn.__defaults__):
+                fn.__defaults__ = tuple(None if d is group else d for d in fn.__defaults__)
 
 
 class ShardedBatches(BatchLoader):
