@@ -66,7 +66,7 @@ def test_two_processes_match_one(tmp_path, tiny_config_file):
     m1 = MetricsReport.from_json(tmp_path / "one" / "metrics.json")
     m2 = MetricsReport.from_json(tmp_path / "two" / "metrics.json")
     assert len(m1.rows) == len(m2.rows) > 0
-    for ref, r in zip(m1.rows, m2.rows):
+    for ref, r in zip(m1.rows, m2.rows, strict=True):
         assert (r["domain"], r["task"], r["rows"]) == (ref["domain"], ref["task"], ref["rows"])
         for key in ("auc", "logloss"):
             if ref[key] == ref[key]:  # defined (not NaN)

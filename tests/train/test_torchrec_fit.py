@@ -16,7 +16,6 @@ import torch.distributed as dist
 from pepnet.nn.torchrec_embedding import available
 from pepnet.train.checkpoint import load_checkpoint
 
-
 # `python -m pepnet` in a worker script that reports at exit whether the group and its gloo threads are gone
 _PEPNET = """
 import runpy
@@ -35,7 +34,8 @@ def _torchrun_fit(worker: Path, config, out, *sets: str) -> subprocess.Completed
 
 
 @pytest.mark.skipif(not available(), reason="TorchRec is not installed (scripts/install-torchrec.sh)")
-@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()), reason="torch.distributed gloo is not available")
+@pytest.mark.skipif(not (dist.is_available() and dist.is_gloo_available()),
+                    reason="torch.distributed gloo is not available")
 def test_sharded_fit_matches_unsharded_two_processes(tmp_path, tiny_config_file, synthetic_parquet, exit_probe):
     """Table-wise sharding with TorchRec's fused Adagrad gives the data-parallel run's loss curve, validation and
     test metrics and best weights (same Adagrad update and eps; only float summation order differs), and writes
@@ -67,7 +67,7 @@ def test_sharded_fit_matches_unsharded_two_processes(tmp_path, tiny_config_file,
     run = Run.load(tmp_path / "sharded")
     ref = Run.load(tmp_path / "plain")
     assert run.report is not None and len(run.report.rows) == len(ref.report.rows) > 0
-    for r, q in zip(run.report.rows, ref.report.rows):
+    for r, q in zip(run.report.rows, ref.report.rows, strict=True):
         assert (r["domain"], r["task"]) == (q["domain"], q["task"])
         if q["auc"] == q["auc"]:
             assert r["auc"] == pytest.approx(q["auc"], abs=1e-4)
