@@ -13,6 +13,8 @@ requests and seconds:
 - a new version published in the middle of a 32-client phase: p99 and errors from the publish until the swap
   has served for one second.
 
+``--format onnx`` exports ``model.onnx`` too, so that server and Predictor score with ONNX Runtime.
+
 Prints a markdown table and writes ``serve_load.json`` into ``--out``. The client is asyncio with one
 keep-alive connection per simulated client, in this process; it shares the CPU with the server.
 """
@@ -119,6 +121,8 @@ def main() -> None:
     ap.add_argument("--candidates", type=int, default=200, help="candidates per ranking request")
     ap.add_argument("--threads", type=int, default=1, help="torch threads of the server and of the Predictor")
     ap.add_argument("--max-wait-ms", type=float, default=2.0)
+    ap.add_argument("--format", choices=["torch", "onnx"], default="torch",
+                    help="export format; with onnx, server and Predictor score with ONNX Runtime (backend auto)")
     args = ap.parse_args()
 
     import torch
@@ -130,7 +134,7 @@ def main() -> None:
         shutil.rmtree(models)
     out.mkdir(parents=True, exist_ok=True)
     t = time.perf_counter()
-    export_run(args.run, out / "export")
+    export_run(args.run, out / "export", ("torch", "onnx") if args.format == "onnx" else ("torch",))
     print(f"exported {args.run} in {time.perf_counter() - t:.1f} s", file=sys.stderr)
     publish(models, lambda folder: shutil.copytree(out / "export", folder))
 
@@ -152,7 +156,8 @@ def main() -> None:
                            .select(cols))
 
     load = [os.getloadavg()]
-    results: dict = {"command": "python " + " ".join(sys.argv), "cpus": os.cpu_count(), "threads": args.threads}
+    results: dict = {"command": "python " + " ".join(sys.argv), "cpus": os.cpu_count(), "threads": args.threads,
+                     "backend": model.backend}
     offline = [predictor_rows_per_s(model, rank_frames, args.seconds / 2)]
     with running_server(models, "--threads", str(args.threads), "--max-wait-ms", str(args.max_wait_ms),
                         "--poll-s", "0.2", log=out / "server.log") as port:
@@ -209,7 +214,7 @@ def table(r: dict, candidates: int) -> str:
     lines.append(f"\nin-process Predictor, {candidates}-row frames: "
                  + " / ".join(f"{x:,.0f}" for x in r["predictor_rows_per_s"]) + " rows/s (before / after); "
                  f"load average (1 min) during the run: {', '.join(str(x) for x in r['loadavg'])}; "
-                 f"{r['cpus']} CPUs, {r['threads']} torch thread(s)")
+                 f"{r['cpus']} CPUs, {r['threads']} thread(s), backend {r.get('backend', 'torch')}")
     return "\n".join(lines)
 
 

@@ -13,7 +13,7 @@ from packaging.requirements import Requirement
 from packaging.utils import canonicalize_name
 from packaging.version import Version
 
-ROOTS = ["pepnet[test,torchrec,lint]", "torchrec"]  # torchrec: installed with --no-deps by scripts/install-torchrec.sh
+ROOTS = ["pepnet[test,onnx,torchrec,lint]", "torchrec"]  # torchrec: installed with --no-deps by scripts/install-torchrec.sh
 HEADER = """# Exact versions CI tests with (.ci/run: pip install -c constraints.txt -e ".[test]").
 # pyproject.toml declares the compatible ranges; this file only makes CI reproducible.
 # Regenerate from a tested environment: python scripts/write-constraints.py

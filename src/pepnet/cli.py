@@ -192,22 +192,38 @@ def fit(
         _show(run.report, out)
 
 
-def _publish(run_dir: Path, models_dir: Path) -> int:
+def _publish(run_dir: Path, models_dir: Path, formats: tuple[str, ...] = ("torch",)) -> int:
     """Export ``run_dir`` as the next version of ``models_dir`` (see pepnet.export.publish)."""
     from .export import export_run
     from .export.publish import publish
 
-    version = publish(models_dir, lambda folder: export_run(run_dir, folder))
+    version = publish(models_dir, lambda folder: export_run(run_dir, folder, formats))
     typer.echo(f"published version {version} to {models_dir} ({models_dir / 'versions' / str(version)})")
     return version
 
 
+def _format_option() -> Any:
+    return typer.Option(
+        "torch",
+        "--format",
+        help="export format. torch: model.pt2 (torch.export); onnx: model.pt2 and model.onnx, which `pepnet serve` "
+        "and Predictor then score with ONNX Runtime (faster; needs pip install 'pepnet[onnx]')",
+    )
+
+
+def _formats(format_: str) -> tuple[str, ...]:
+    """The files of an export asked for with ``--format``: the torch program always, ONNX beside it."""
+    if format_ not in ("torch", "onnx"):
+        raise typer.BadParameter(f"--format must be torch or onnx; got {format_!r}")
+    return ("torch", "onnx") if format_ == "onnx" else ("torch",)
+
+
 def _stream_into(out: Path, data: list[str], config: Path | None, set_: list[str] | None, passes: int,
-                 publish_to: Path | None = None) -> None:
+                 publish_to: Path | None = None, formats: tuple[str, ...] = ("torch",)) -> None:
     from .stream import STREAM_CSV, STREAM_PNG, period_files, stream
 
     files = [f for d in data for f in period_files(d)]
-    after = (lambda _record: _publish(out, publish_to)) if publish_to else None
+    after = (lambda _record: _publish(out, publish_to, formats)) if publish_to else None
     run = stream(files, out, config, overrides=set_, passes=passes, after_period=after)
     last = run.history[-1] if run.history else {}
     typer.echo(f"\n{len(run.history)} period(s) in {out}; last progressive mean AUC {last.get('mean_auc')}")
@@ -232,10 +248,11 @@ def stream_cmd(
         help="after each period, export the model as the "
         "next version of this models directory (watched by `pepnet serve`)",
     ),
+    format_: str = _format_option(),
 ) -> None:
     """Online training: for each period, evaluate the current model on it, then train on it."""
     cfg = None if (out / "config.yaml").is_file() else resolve_config(config)
-    _stream_into(out, data, cfg, set_, passes, publish_to)
+    _stream_into(out, data, cfg, set_, passes, publish_to, _formats(format_))
 
 
 @app.command(cls=_Command)
@@ -361,17 +378,19 @@ def export_cmd(
         help="models directory: write the export as "
         "versions/<N>/ and point `current` at it (watched by `pepnet serve`)",
     ),
+    format_: str = _format_option(),
 ) -> None:
     """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
     from .export import export_run
 
     if (out is None) == (publish_to is None):
         raise typer.BadParameter("give one of --out EXPORT_DIR or --publish MODELS_DIR")
+    formats = _formats(format_)
     if publish_to is not None:
-        _publish(run_dir, publish_to)
+        _publish(run_dir, publish_to, formats)
         return
     assert out is not None  # exactly one of --out / --publish (checked above)
-    path = export_run(run_dir, out)
+    path = export_run(run_dir, out, formats)
     typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
 
 
@@ -398,6 +417,12 @@ def serve(
         1.0, "--poll-s", min=0.01, help="how often a models directory is checked for a new version"
     ),
     threads: int = typer.Option(1, "--threads", min=1, help="torch CPU threads per worker (docs/serving.md)"),
+    backend: str = typer.Option(
+        "auto",
+        "--backend",
+        help="forward pass: torch (model.pt2), onnx (ONNX Runtime on model.onnx), auto: onnx when the export has "
+        "model.onnx and onnxruntime is installed",
+    ),
     access_log: bool = _flag(False, "--access-log", help="log every request"),
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
@@ -405,6 +430,8 @@ def serve(
     from .export.serving import MODEL_FILE
     from .serve.app import Settings, run
 
+    if backend not in ("auto", "torch", "onnx"):
+        raise typer.BadParameter(f"--backend must be auto, torch or onnx; got {backend!r}")
     if is_models_dir(source) and current_version(source) is None:
         raise FileNotFoundError(
             f"{source} has no published version yet (no 'current'); publish one with "
@@ -416,7 +443,7 @@ def serve(
             "(no 'current'); run `pepnet export RUN_DIR --out DIR` or `--publish DIR`"
         )
     run(
-        Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads),
+        Settings(str(source), max_wait_ms, max_batch_rows, max_body_bytes, timeout_s, poll_s, threads, backend),
         host=host,
         port=port,
         workers=workers,

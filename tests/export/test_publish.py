@@ -54,11 +54,12 @@ def test_stream_publishes_after_each_period(tmp_path, tiny_config_file, monkeypa
     periods = write(SyntheticSpec(n_rows=1500, n_users=100, n_items=200, n_authors=20, n_dense=1, n_periods=2,
                                   seed=4), tmp_path / "periods", files="periods", progress=False)
     calls = []
-    monkeypatch.setattr(cli, "_publish", lambda run_dir, models: calls.append((run_dir, models)))
+    monkeypatch.setattr(cli, "_publish", lambda run_dir, models, formats: calls.append((run_dir, models, formats)))
     res = CliRunner().invoke(app, ["stream", str(tiny_config_file), "--data", str(tmp_path / "periods"),
-                                   "--out", str(tmp_path / "run"), "--publish", str(tmp_path / "models")])
+                                   "--out", str(tmp_path / "run"), "--publish", str(tmp_path / "models"),
+                                   "--format", "onnx"])
     assert res.exit_code == 0, res.output
-    assert len(periods) == 2 and calls == [(tmp_path / "run", tmp_path / "models")] * 2
+    assert len(periods) == 2 and calls == [(tmp_path / "run", tmp_path / "models", ("torch", "onnx"))] * 2
 
 
 def test_serve_refuses_a_folder_with_nothing_to_serve(tmp_path):

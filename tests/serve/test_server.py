@@ -99,6 +99,22 @@ def test_parity_every_request_form(setup, server):
         [f"p_{t}" for t in TASKS]).to_numpy(), atol=1e-6, rtol=0)
 
 
+def test_onnx_backend_scores_as_the_torch_program(setup):
+    tmp, rows = setup
+    export_run(tmp / "run", tmp / "export_onnx", ("torch", "onnx"))
+    want = Predictor(tmp / "export", backend="torch").predict(rows).select([f"p_{t}" for t in TASKS]).to_numpy()
+    with running_server(tmp / "export_onnx", "--threads", "1", log=tmp / "server_onnx.log") as port:
+        client = Client(port)
+        try:
+            status, meta = client.call("GET", "/v1/metadata")
+            assert status == 200 and meta["backend"] == "onnx"  # auto: the export has model.onnx
+        finally:
+            client.close()
+        status, resp = _post(port, {"rows": rows.to_dicts()})
+    assert status == 200, resp
+    np.testing.assert_allclose(_scores(resp), want, atol=1e-6, rtol=0)
+
+
 def _bad_requests(rows: pl.DataFrame) -> list[tuple[str, bytes | dict, int, str, str | None, int | None]]:
     """(name, body, status, kind, field, row) for every class of bad request."""
     good = rows.head(6).to_dicts()
@@ -200,7 +216,7 @@ def test_health_metadata_and_metrics(server):
     inputs = {f["name"]: f for f in meta["inputs"]}
     assert inputs["d0"]["type"] == "float" and not inputs["d0"]["nullable"]
     assert inputs["item_id"]["type"] == "int" and inputs["item_id"]["nullable"]
-    assert meta["manifest"]["model"] == "pepnet"
+    assert meta["manifest"]["model"] == "pepnet" and meta["backend"] == "torch"  # the export has no model.onnx
     text = _metrics(server)
     for line in ('pepnet_requests_total{status="200"}', 'pepnet_request_errors_total{kind="missing_field"}',
                  "pepnet_request_latency_seconds_bucket", "pepnet_rows_scored_total", 'pepnet_oov_ids_total{field=',

@@ -5,6 +5,8 @@
 - ``model.pt2``: the best model as a ``torch.export`` ExportedProgram with a dynamic batch dimension,
   ``(sparse int64 [B, Fs], dense float32 [B, Fd]) -> logits float32 [B, T]``; it runs without pepnet's
   Python model code (``torch.export.load(path).module()``);
+- ``model.onnx`` with ``formats=("torch", "onnx")`` (``pepnet export --format onnx``): the same program in
+  ONNX, scored by ONNX Runtime (:mod:`pepnet.export.onnxrt`), checked against the eager model like the program;
 - ``encoder/``: the run's encoder, so raw rows are encoded exactly as in training;
 - ``manifest.json``: tasks, input fields, versions, the largest difference between the exported and
   the eager model on a verification batch (the export is refused if it exceeds 1e-5), the first rows of
@@ -12,7 +14,9 @@
   and the sha256 of every other file of the export (``files``), verified before anything is loaded.
 
 ``ExportedModel(out_dir).score(frame)`` encodes raw rows and returns probabilities: the one path that
-``Predictor(out_dir).predict(frame)`` (a polars DataFrame or files) and ``pepnet serve`` both use.
+``Predictor(out_dir).predict(frame)`` (a polars DataFrame or files) and ``pepnet serve`` both use. Its
+``backend`` runs the forward pass: ``"torch"`` (the program), ``"onnx"`` (ONNX Runtime) or ``"auto"``: ONNX
+Runtime when the export has ``model.onnx`` and onnxruntime is installed, which is faster (BENCHMARKS.md).
 """
 from __future__ import annotations
 
@@ -30,12 +34,15 @@ from ..data.validate import validated
 from ..fileio import atomic_write, read_json
 from ..predictions import prediction_frame
 from ..provenance import file_sha256
+from . import onnxrt
 from .archive import ExportError, load_program
 
 MODEL_FILE = "model.pt2"
 MANIFEST = "manifest.json"
 TOLERANCE = 1e-5
 VERIFY_ROWS = 16  # rows of the verification batch stored in the manifest (checked whenever an export is loaded)
+FORMATS = ("torch", "onnx")
+BACKENDS = ("auto", *FORMATS)
 
 
 def _example_inputs(encoder: Encoder, rows: int, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
@@ -50,10 +57,24 @@ def _example_inputs(encoder: Encoder, rows: int, seed: int = 0) -> tuple[torch.T
     return sparse.long(), dense
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
-    """Export the best model of ``run_dir`` (see module docstring); returns ``out_dir``."""
+def _checked(name: str, module, model: torch.nn.Module, check: tuple[torch.Tensor, torch.Tensor]) -> float:
+    """Largest |logit difference| of ``module`` against the eager ``model`` on ``check``; ExportError beyond the
+    tolerance."""
+    with torch.no_grad():
+        diff = float((module(*check) - model(*check)).abs().max())
+    if not diff <= TOLERANCE:
+        raise ExportError(f"{name} differs from the eager model by {diff:.3g} (> {TOLERANCE})")
+    return diff
+
+
+def export_run(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] = ("torch",)) -> Path:
+    """Export the best model of ``run_dir`` (see module docstring) in ``formats`` (``model.pt2`` always, plus
+    ``model.onnx`` with ``"onnx"``); returns ``out_dir``."""
     from ..run import Run
 
+    unknown = set(formats) - set(FORMATS)
+    if unknown:
+        raise ValueError(f"unknown export format(s) {sorted(unknown)}; expected some of {list(FORMATS)}")
     run = Run.load(run_dir, device="cpu")
     model, encoder = run.model.eval(), run.encoder
     out = Path(out_dir)
@@ -65,13 +86,13 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
     except Exception as exc:  # torch.export raises several error types
         raise ExportError(f"torch.export failed for model {run.config.model.name!r}: {exc}") from exc
     check = _example_inputs(encoder, 257, seed=1)
-    with torch.no_grad():
-        diff = float((program.module()(*check) - model(*check)).abs().max())
-    if not diff <= TOLERANCE:
-        raise ExportError(f"exported model differs from the eager model by {diff:.3g} (> {TOLERANCE})")
+    diffs = {"torch": _checked("the exported program", program.module(), model, check)}
     with torch.no_grad():
         logits = program.module()(*check)[:VERIFY_ROWS]
     torch.export.save(program, out / MODEL_FILE)
+    if "onnx" in formats:
+        onnxrt.write_onnx(program, example, out / onnxrt.ONNX_FILE)
+        diffs["onnx"] = _checked("the ONNX model", onnxrt.OnnxProgram(out / onnxrt.ONNX_FILE), model, check)
     encoder.save(out / "encoder")
     manifest = {
         "model": run.config.model.name,
@@ -81,7 +102,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path) -> Path:
             "dense": [f.name for f in encoder.dense_fields],
         },
         "output": "logits float32 [B, T]; probability = sigmoid(logit)",
-        "max_abs_diff_vs_eager": diff,
+        "formats": ["torch", *(["onnx"] if "onnx" in formats else [])],
+        "max_abs_diff_vs_eager": max(diffs.values()),
+        "max_abs_diff_vs_eager_by_format": diffs,
         "verification": {
             "sparse": check[0][:VERIFY_ROWS].tolist(),
             "dense": check[1][:VERIFY_ROWS].tolist(),
@@ -127,7 +150,7 @@ def verify_export(export_dir: Path) -> dict:
     return manifest
 
 
-def verify(module: torch.nn.Module, manifest: dict) -> float:
+def verify(module, manifest: dict) -> float:
     """Largest |logit difference| of ``module`` on the manifest's stored verification batch; raises ExportError
     when it exceeds the tolerance (a damaged or mismatched program). Manifests without a batch give 0."""
     check = manifest.get("verification")
@@ -151,14 +174,25 @@ class ExportedModel:
     then :meth:`forward`) is THE path from raw rows to probabilities, shared by :class:`Predictor` and the
     HTTP server (``pepnet serve``), so both encode exactly as training did."""
 
-    def __init__(self, export_dir: str | Path, version: str | None = None):
+    def __init__(self, export_dir: str | Path, version: str | None = None, backend: str = "auto"):
         d = Path(export_dir)
         if not (d / MODEL_FILE).is_file():
             raise FileNotFoundError(f"{d} is not an export directory (no {MODEL_FILE}); run `pepnet export` first")
+        if backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}")
+        has_onnx = (d / onnxrt.ONNX_FILE).is_file()
+        if backend == "onnx" and not has_onnx:
+            raise FileNotFoundError(f"{d} has no {onnxrt.ONNX_FILE}; export with `pepnet export --format onnx`")
         self.dir = d
         self.manifest = verify_export(d)  # every file's sha256, before anything is loaded
         self.encoder = Encoder.load(d / "encoder")
-        self.module = load_program(d / MODEL_FILE).module()  # refuses archives that would unpickle or execute
+        self.backend = "onnx" if backend == "onnx" or (backend == "auto" and has_onnx and onnxrt.available()) \
+            else "torch"
+        self.module = (
+            onnxrt.OnnxProgram(d / onnxrt.ONNX_FILE)
+            if self.backend == "onnx"
+            else load_program(d / MODEL_FILE).module()  # refuses archives that would unpickle or execute
+        )
         self.verify_diff = verify(self.module, self.manifest)
         self.version = version if version is not None else d.name
         self.tasks = self.encoder.task_names
@@ -208,8 +242,8 @@ class Predictor:
     every file against the manifest's sha256 and refuses an archive that would unpickle or execute anything
     (:mod:`pepnet.export.archive`)."""
 
-    def __init__(self, export_dir: str | Path):
-        self.model = ExportedModel(export_dir)
+    def __init__(self, export_dir: str | Path, backend: str = "auto"):
+        self.model = ExportedModel(export_dir, backend=backend)
         self.encoder, self.module, self.manifest = self.model.encoder, self.model.module, self.model.manifest
 
     def predict(

@@ -46,12 +46,13 @@ class Settings:
     poll_s: float = 1.0
     threads: int = 1  # torch threads per worker: 2 do not speed up a forward pass of 200 rows on 2 cores, and the
     # worker's event loop (parsing, answering) and other workers need the other cores (docs/serving.md)
+    backend: str = "auto"  # the forward pass: torch, onnx, or auto (onnx when the export has model.onnx)
 
 
-def _loaded(path: str | Path, version: str) -> ExportedModel:
+def _loaded(path: str | Path, version: str, backend: str) -> ExportedModel:
     """The export in ``path`` as model ``version``, with the encoder's lookups built: its first request is not slower
     than the others."""
-    model = ExportedModel(path, version=version)
+    model = ExportedModel(path, version=version, backend=backend)
     model.encoder.build_lookups()
     return model
 
@@ -105,7 +106,7 @@ class Server:
 
     def _load(self, version: str) -> ExportedModel:
         path = publish.version_dir(self.source, int(version)) if self.watching else self.source
-        model = _loaded(path, version)
+        model = _loaded(path, version, self.settings.backend)
         self.metrics.version.set(int(version))
         return model
 
@@ -122,7 +123,8 @@ class Server:
             if version == self.model.version or version in self.refused:
                 continue
             try:
-                model = await asyncio.to_thread(_loaded, publish.version_dir(self.source, int(version)), version)
+                model = await asyncio.to_thread(_loaded, publish.version_dir(self.source, int(version)), version,
+                                            self.settings.backend)
                 fields = input_fields(model.encoder)
             except Exception as exc:  # noqa: BLE001 - any failure to load refuses the version
                 reason = "verification_failed" if "verification batch" in str(exc) else "load_failed"
@@ -215,7 +217,7 @@ class Server:
         domains = next((m.encoder.vocabs[f.name].cast(str).to_list() for f in schema.features
                         if f.source == schema.domain and f.name in m.encoder.vocabs), None)
         return JSONResponse({
-            "model_version": m.version,
+            "model_version": m.version, "backend": m.backend,
             "tasks": m.tasks, "reported_tasks": m.encoder.reported_tasks,
             "domain_column": schema.domain, "domains": domains,
             "inputs": [{"name": f.name, "type": f.kind, "nullable": f.nullable, "use": f.use} for f in self.fields],
