@@ -179,7 +179,7 @@ def _from_rows(rows: list[dict], fields: list[InputField], context: dict | None 
                 i = next(i for i, r in enumerate(rows) if f.name in r)
                 raise RequestError("ambiguous_field", f"{f.name!r} is given in the context and in candidates[{i}]; "
                                    "give it in one place", f.name, i)
-            cols[f.name] = cols[f.name].extend_constant(cols[f.name][0], n - 1) if n > 1 else cols[f.name]
+            cols[f.name] = cols[f.name].new_from_index(0, n)  # the context's value on every candidate (no query)
     return pl.DataFrame(cols)
 
 
