@@ -89,12 +89,18 @@ class PastStatistics:
 
     def _key_index(self, stat: StatFeature) -> tuple[list[pl.DataType], dict, np.ndarray] | None:
         """The dict index of the keys of ``stat`` (:func:`_key_rows`), shared by the statistics with the same keys,
-        and the totals of ``stat`` in its row order (:func:`_totals_in_order`), each built once per table; None
-        when there is no such index."""
+        and the value of ``stat`` (:meth:`_value`) for each row of the table in its row order, the last for an
+        unseen key (float64 [rows + 1], from :func:`_totals_in_order`), each built once per table; None when there
+        is no such index."""
         first, table = self._key_table(stat), self.tables[stat.name]
         keys = self._index.get_for(f"keys {stat.keys}", lambda t: _key_rows(t, stat.keys), first)
-        totals = self._index.get_for(stat.name, lambda f, t: _totals_in_order(f, t, stat.keys), first, table)
-        return None if keys is None or totals is None else (*keys, totals)
+
+        def values(f: pl.DataFrame, t: pl.DataFrame, _g0: float) -> np.ndarray | None:
+            totals = _totals_in_order(f, t, stat.keys)
+            return None if totals is None else self._value(stat, totals[:, 0], totals[:, 1], totals[:, 2])
+
+        by_row = self._index.get_for(stat.name, values, first, table, self.global_mean[stat.name])
+        return None if keys is None or by_row is None else (*keys, by_row)
 
     def build_lookups(self) -> None:
         """Build the dict index of every table now, not when the first small frame needs it."""
@@ -121,21 +127,20 @@ class PastStatistics:
                                                                  count=df.height))
         return hit[1]
 
-    def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
-        """For evaluation rows, the accumulated totals (n, s, m) of ``stat`` per row of ``df`` (float64 [N] each, 0
-        where the key is unseen or null), looked up in a dict of the table's keys built once per table; None when
+    def _indexed(self, df: pl.DataFrame, stat: StatFeature) -> np.ndarray | None:
+        """For evaluation rows, the value of ``stat`` (:meth:`_value` of the accumulated totals) per row of ``df``
+        (float64 [N]), looked up in a dict of the table's keys built once per table; None when
         a join costs less (``df`` is neither a small frame nor small beside the table: a join hashes the whole
         table on every call) or the keys are not dict keys (floats). This keeps a served request of a few rows
-        fast. Same values as :meth:`totals` with nulls filled by 0 (tested)."""
+        fast. Same values as :meth:`_value` of :meth:`totals` with nulls filled by 0 (tested)."""
         table = self.tables[stat.name]
         if df.height == 0 or not (small_frame(df.height) or df.height * INDEX_RATIO < table.height):
             return None
         index = self._key_index(stat)
         if index is None:
             return None
-        dtypes, rows, values = index
-        found = values[self._rows(df, stat, dtypes, rows)]
-        return found[:, 0], found[:, 1], found[:, 2]
+        dtypes, rows, by_row = index
+        return by_row[self._rows(df, stat, dtypes, rows)]
 
     def totals(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> pl.DataFrame:
         """Per row of ``df``, the totals of the past rows ``stat`` may see: columns n (rows), s (sum of the
@@ -173,15 +178,19 @@ class PastStatistics:
     def raw(self, df: pl.DataFrame, stat: StatFeature, training: bool, with_history: bool = False) -> np.ndarray:
         """The un-bucketised statistic of every row of ``df`` (float64 [N]), from :meth:`totals`: log1p(count)
         for counts, the smoothed mean (``prior`` rows of the global mean) for rates and means. A few evaluation
-        rows read the totals from :meth:`_indexed`."""
+        rows read the values from :meth:`_indexed`."""
         found = None if training or stat.realtime else self._indexed(df, stat)
         if found is not None:
-            n, s, m = found
-        else:
-            agg = self.totals(df, stat, training, with_history)
-            n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
-            s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
-            m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+            return found
+        agg = self.totals(df, stat, training, with_history)
+        n = agg["n"].fill_null(0).cast(pl.Float64).to_numpy()
+        s = agg["s"].fill_null(0.0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+        m = agg["m"].fill_null(0).cast(pl.Float64).to_numpy() if stat.stat != "count" else n
+        return self._value(stat, n, s, m)
+
+    def _value(self, stat: StatFeature, n: np.ndarray, s: np.ndarray, m: np.ndarray) -> np.ndarray:
+        """The statistic from totals n (rows), s (sum of the target), m (rows with a target), float64 [N] each:
+        log1p(n) for counts, the smoothed mean (``prior`` rows of the global mean) for rates and means."""
         if stat.stat == "count":
             return np.log1p(n)
         g0 = self.global_mean[stat.name]
