@@ -33,6 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
+from pepnet.bench.machine import CpuTimes, steal_fraction
 from pepnet.datasets.ciao import ratings_path
 from pepnet.export import export_run
 from pepnet.export.publish import publish
@@ -155,7 +156,7 @@ def main() -> None:
         rank_frames.append(cand.with_columns([pl.lit(v, dtype=data.schema[c]).alias(c) for c, v in ctx.items()])
                            .select(cols))
 
-    load = [os.getloadavg()]
+    load, cpu_start = [os.getloadavg()], CpuTimes.now()
     results: dict = {"command": "python " + " ".join(sys.argv), "cpus": os.cpu_count(), "threads": args.threads,
                      "backend": model.backend}
     offline = [predictor_rows_per_s(model, rank_frames, args.seconds / 2)]
@@ -192,6 +193,7 @@ def main() -> None:
                        "versions_seen": sorted({v for _, v in swap["versions"]})}
     results["predictor_rows_per_s"] = offline
     results["loadavg"] = [round(x[0], 2) for x in load]
+    results["cpu_steal"] = steal_fraction(cpu_start, CpuTimes.now())
     (out / "serve_load.json").write_text(json.dumps(results, indent=1))
     print(table(results, args.candidates))
 
@@ -211,9 +213,10 @@ def table(r: dict, candidates: int) -> str:
     s = r["swap"]
     lines.append(f"| swap during 32 clients ({s['window_requests']} requests from publish to swap + 1 s; swapped "
                  f"after {s['swap_s']:.2f} s) | | {s['window_p99_ms']:.2f} | | | {s['errors']} |")
+    steal = "" if r.get("cpu_steal") is None else f"CPU time stolen by the hypervisor {r['cpu_steal']:.1%}; "
     lines.append(f"\nin-process Predictor, {candidates}-row frames: "
                  + " / ".join(f"{x:,.0f}" for x in r["predictor_rows_per_s"]) + " rows/s (before / after); "
-                 f"load average (1 min) during the run: {', '.join(str(x) for x in r['loadavg'])}; "
+                 f"load average (1 min) during the run: {', '.join(str(x) for x in r['loadavg'])}; {steal}"
                  f"{r['cpus']} CPUs, {r['threads']} thread(s), backend {r.get('backend', 'torch')}")
     return "\n".join(lines)
 

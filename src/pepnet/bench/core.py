@@ -32,6 +32,7 @@ from ..prepare import layout_from_encoder, prepare
 from ..train.runtime import resolve_device, seed_everything
 from ..train.trainer import Trainer
 from .flops import Gemm, GemmRecorder, replay_seconds
+from .machine import CpuTimes, load_average, steal_fraction
 from .reference import ReferencePEPNet, ReferenceTrainer, copy_weights, local_ids, shuffled_batches
 
 REFERENCE = "reference"
@@ -264,7 +265,7 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
               ablations: bool = False, command: str = "", log: Callable[[str], None] = print) -> dict:
     """Benchmark the config (and each variant: label -> extra ``key=value`` overrides) and the reference
     implementation on one data set, interleaved over ``repeats`` rounds."""
-    load_start = list(os.getloadavg())
+    load_start, cpu_start = load_average(), CpuTimes.now()
     date = _dt.datetime.now(_dt.UTC).isoformat(timespec="seconds")
     if threads:
         torch.set_num_threads(threads)
@@ -320,7 +321,8 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
 
         result["ablations"] = run_ablations(config, layout, data, dev, log=log)
     result["load_average_start"] = load_start
-    result["load_average_end"] = list(os.getloadavg())
+    result["load_average_end"] = load_average()
+    result["cpu_steal"] = steal_fraction(cpu_start, CpuTimes.now())
     return result
 
 
@@ -348,7 +350,9 @@ def format_table(result: dict) -> str:
              f"torch {result['torch']}, {result['threads']} threads (OMP_WAIT_POLICY {result['omp_wait_policy']}), "
              f"{result['date']}",
              f"load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load0)}, "
-             f"at end {'/'.join(f'{x:.2f}' for x in load1)}; {result['cpu_count']} CPUs",
+             f"at end {'/'.join(f'{x:.2f}' for x in load1)}; {result['cpu_count']} CPUs"
+             + ("" if result.get("cpu_steal") is None else
+                f"; CPU time stolen by the hypervisor during the run {result['cpu_steal']:.1%}"),
              f"train rows {result['train_rows']:,}, embedding rows {result['embedding_rows']:,}, "
              f"parameters {result['parameters']:,}, peak RSS {result['peak_rss_mib']:,.0f} MiB"
              + (f", peak GPU {result['peak_gpu_mib']:,.0f} MiB" if result.get("peak_gpu_mib") else "")]
