@@ -50,10 +50,16 @@ def test_onnx_scores_match_torch_program_and_eager_model(tiny_export, onnx_expor
     assert len(np.unique(served[:, 0])) > 10  # real, varied scores
 
 
-def test_backend_choice_and_errors(tiny_export, onnx_export):
+def test_backend_choice_and_errors(tiny_export, onnx_export, tmp_path):
     assert ExportedModel(tiny_export.export).backend == "torch"  # no model.onnx: auto is the torch program
     with pytest.raises(FileNotFoundError, match="--format onnx"):
         ExportedModel(tiny_export.export, backend="onnx")
+    planted = tmp_path / "planted"  # a model.onnx dropped into an export whose manifest does not list it
+    shutil.copytree(tiny_export.export, planted)
+    shutil.copy(onnx_export / ONNX_FILE, planted / ONNX_FILE)
+    assert ExportedModel(planted).backend == "torch"  # not verified by the manifest: never loaded
+    with pytest.raises(FileNotFoundError, match="manifest lists none"):
+        ExportedModel(planted, backend="onnx")
     with pytest.raises(ValueError, match="backend must be one of"):
         ExportedModel(onnx_export, backend="tensorrt")
     res = CliRunner().invoke(app, ["export", str(tiny_export.run), "--out", "x", "--format", "tflite"])

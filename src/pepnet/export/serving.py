@@ -21,7 +21,7 @@ Runtime when the export has ``model.onnx`` and onnxruntime is installed, which i
 from __future__ import annotations
 
 import json
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -57,7 +57,10 @@ def _example_inputs(encoder: Encoder, rows: int, seed: int = 0) -> tuple[torch.T
     return sparse.long(), dense
 
 
-def _checked(name: str, module, model: torch.nn.Module, check: tuple[torch.Tensor, torch.Tensor]) -> float:
+Program = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]  # (sparse, dense) -> logits: torch or ONNX Runtime
+
+
+def _checked(name: str, module: Program, model: torch.nn.Module, check: tuple[torch.Tensor, torch.Tensor]) -> float:
     """Largest |logit difference| of ``module`` against the eager ``model`` on ``check``; ExportError beyond the
     tolerance."""
     with torch.no_grad():
@@ -150,7 +153,7 @@ def verify_export(export_dir: Path) -> dict:
     return manifest
 
 
-def verify(module, manifest: dict) -> float:
+def verify(module: Program, manifest: dict) -> float:
     """Largest |logit difference| of ``module`` on the manifest's stored verification batch; raises ExportError
     when it exceeds the tolerance (a damaged or mismatched program). Manifests without a batch give 0."""
     check = manifest.get("verification")
@@ -180,11 +183,12 @@ class ExportedModel:
             raise FileNotFoundError(f"{d} is not an export directory (no {MODEL_FILE}); run `pepnet export` first")
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {list(BACKENDS)}; got {backend!r}")
-        has_onnx = (d / onnxrt.ONNX_FILE).is_file()
-        if backend == "onnx" and not has_onnx:
-            raise FileNotFoundError(f"{d} has no {onnxrt.ONNX_FILE}; export with `pepnet export --format onnx`")
         self.dir = d
         self.manifest = verify_export(d)  # every file's sha256, before anything is loaded
+        has_onnx = onnxrt.ONNX_FILE in self.manifest["files"]  # a model.onnx the manifest does not list is ignored
+        if backend == "onnx" and not has_onnx:
+            raise FileNotFoundError(f"{d}: the export has no {onnxrt.ONNX_FILE} (its manifest lists none); export "
+                                    "with `pepnet export --format onnx`")
         self.encoder = Encoder.load(d / "encoder")
         self.backend = "onnx" if backend == "onnx" or (backend == "auto" and has_onnx and onnxrt.available()) \
             else "torch"
