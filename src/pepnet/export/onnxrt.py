@@ -25,11 +25,12 @@ from .archive import ExportError
 
 ONNX_FILE = "model.onnx"
 INPUTS = ("sparse", "dense")
+RUNTIME = ("onnxruntime", "onnx")  # what scoring needs: ONNX Runtime, and onnx to inspect the file before it loads
 
 
 def available() -> bool:
-    """Whether ONNX Runtime is installed (``pip install 'pepnet[onnx]'``)."""
-    return importlib.util.find_spec("onnxruntime") is not None
+    """Whether the packages :class:`OnnxProgram` needs are installed (``pip install 'pepnet[onnx]'``)."""
+    return all(importlib.util.find_spec(m) is not None for m in RUNTIME)
 
 
 def _require(module: str, what: str) -> None:
@@ -65,7 +66,7 @@ class OnnxProgram:
     dense float32 [B, Fd]) -> logits float32 [B, T]`` (torch tensors in and out)."""
 
     def __init__(self, path: Path, threads: int | None = None):
-        for module in ("onnxruntime", "onnx"):
+        for module in RUNTIME:
             _require(module, f"scoring {path} with ONNX Runtime")
         import onnxruntime as ort
 
