@@ -61,7 +61,7 @@ class PastStatistics:
         self.schema = schema
         self.tables: dict[str, pl.DataFrame] = {}  # stat name -> keys, n, s, m over the rows seen so far
         self.global_mean: dict[str, float] = {}    # stat name -> mean target of those rows (0 for counts)
-        self._index = PerTable()  # "keys [...]" -> (key dtypes, key -> row); stat name -> totals: see _key_index
+        self._index = PerTable()  # "keys [...]" -> (key dtypes, key -> row); stat name -> value by row: _key_index
         self._rows_memo: tuple[pl.DataFrame, dict] | None = None  # see _rows
         self._key_owner = {s.name: next(o.name for o in schema.stats if o.keys == s.keys) for s in schema.stats}
 
