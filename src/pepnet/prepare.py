@@ -17,11 +17,11 @@ from dataclasses import dataclass
 import numpy as np
 
 from .config import ExperimentConfig, ModelConfig
-from .data.encoder import EncodedData, Encoder
+from .data.encoder import EncodedData, Encoder, transform
 from .data.sources import Frame, concat_frames, load_data
 from .data.split import split_frame
 from .data.validate import validated
-from .errors import DataError, DataWarning
+from .errors import DataWarning
 from .nn import ModelLayout
 
 
@@ -74,18 +74,6 @@ class Prepared:
         """The encoder that scores ``split``: ``test_encoder`` for the test split when there is one (its
         statistics also count the validation rows), else the training encoder."""
         return self.test_encoder if split == "test" and self.test_encoder else self.encoder
-
-
-def transform(encoder: Encoder, frame: Frame, training: bool = False) -> EncodedData:
-    """``encoder.transform(frame.df)``; an encoding error about a column (e.g. a dtype that differs from training)
-    is raised again naming the file and the first row holding a value of that column."""
-    try:
-        return encoder.transform(frame.df, training=training)
-    except DataError as exc:
-        if exc.file is not None or exc.column not in frame.df.columns:
-            raise
-        file, row = frame.first_bad(frame.df[exc.column].is_not_null()) or (", ".join(frame.files), None)
-        raise DataError(exc.detail, file=file, column=exc.column, row=row) from None
 
 
 def prepare(config: ExperimentConfig, encoder: Encoder | None = None, log: Callable[[str], None] = print,

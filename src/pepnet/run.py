@@ -24,7 +24,7 @@ from torch import nn
 from . import rundir
 from .config import ConfigError, ExperimentConfig, as_config, load_config, parse_config
 from .data.batches import TensorData
-from .data.encoder import EncodedData, Encoder
+from .data.encoder import EncodedData, Encoder, transform
 from .data.sources import Frame, read_files
 from .data.validate import validated
 from .errors import DataError
@@ -33,7 +33,7 @@ from .metrics import MetricsReport, evaluate
 from .metrics.predictions import write_predictions
 from .nn import ModelLayout, build_model
 from .predictions import prediction_frame
-from .prepare import Prepared, layout_from_encoder, prepare, transform
+from .prepare import Prepared, layout_from_encoder, prepare
 from .provenance import RUN_INFO, check_same_data, write_run_info
 from .train import distributed
 from .train.checkpoint import load_weights

@@ -17,7 +17,7 @@ import json
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Literal
+from typing import TYPE_CHECKING, Literal
 
 import numpy as np
 import polars as pl
@@ -29,6 +29,9 @@ from .keyindex import PerTable, dict_matches, small_frame
 from .past_stats import PastStatistics
 from .split import time_seconds
 from .validate import label_matrix, required_columns
+
+if TYPE_CHECKING:
+    from .sources import Frame
 
 MIN_STD = 1e-12  # a dense column with a smaller standard deviation in training is treated as constant
 
@@ -447,3 +450,15 @@ class Encoder:
             raise DamagedFileError(f"encoder {path}: {exc}") from None
         enc.fitted = True
         return enc
+
+
+def transform(encoder: Encoder, frame: Frame, training: bool = False) -> EncodedData:
+    """``encoder.transform(frame.df)``; an encoding error about a column (e.g. a dtype that differs from training)
+    is raised again naming the file and the first row holding a value of that column."""
+    try:
+        return encoder.transform(frame.df, training=training)
+    except DataError as exc:
+        if exc.file is not None or exc.column not in frame.df.columns:
+            raise
+        file, row = frame.first_bad(frame.df[exc.column].is_not_null()) or (", ".join(frame.files), None)
+        raise DataError(exc.detail, file=file, column=exc.column, row=row) from None

@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from ..data.encoder import Encoder
+from ..data.encoder import Encoder, transform
 from ..data.sources import FILE_COL, ROW_COL, Frame, read_files
 from ..data.validate import validated
 from ..fileio import atomic_write, read_json
@@ -212,10 +212,8 @@ class ExportedModel:
 
     def encode(self, frame: Frame) -> tuple[torch.Tensor, torch.Tensor]:
         """Validate raw rows and encode them as training did: (sparse int64 [N, Fs], dense float32 [N, Fd])."""
-        from ..prepare import transform  # names the file and row of a value the encoder cannot read
-
         frame = validated(frame, self.encoder.schema, labels=False)  # ISO date text in the time column is parsed
-        enc = transform(self.encoder, frame)
+        enc = transform(self.encoder, frame)  # names the file and row of a value the encoder cannot read
         return torch.from_numpy(enc.sparse), torch.from_numpy(enc.dense)
 
     @torch.no_grad()

@@ -1,8 +1,10 @@
 """Micro-batching: concurrent score requests coalesced into one encoding and one forward pass.
 
 Requests wait in a queue. The batch loop takes the first, then keeps collecting for at most ``max_wait_s``
-(only while other requests are still being read, so a lone request is not delayed) or until ``max_rows``
-rows are collected, and scores the batch in one worker thread. While that thread works, new requests queue
+(only while other requests are still being read, so a lone request is not delayed) or until the next request
+would take the batch over ``max_rows`` rows (that request opens the next batch; a batch stays within the row
+count that small-frame encoding covers, see :mod:`pepnet.data.keyindex`), and scores the batch in one worker
+thread. While that thread works, new requests queue
 up and form the next batch, so under load the batches grow by themselves.
 """
 from __future__ import annotations
@@ -75,6 +77,7 @@ class MicroBatcher:
         self.max_wait_s, self.max_rows, self.on_batch = max_wait_s, max_rows, on_batch
         self.queue: asyncio.Queue[Job] = asyncio.Queue()
         self.arriving = 0  # requests being read or parsed: worth waiting for
+        self.held: Job | None = None  # the request that did not fit into the last batch: it opens the next one
         self.executor = ThreadPoolExecutor(1, thread_name_prefix="pepnet-score")
         self.task: asyncio.Task | None = None
 
@@ -94,8 +97,8 @@ class MicroBatcher:
         return await job.future
 
     async def _collect(self) -> list[Job]:
-        jobs = [await self.queue.get()]
-        rows = jobs[0].df.height
+        first, self.held = self.held or await self.queue.get(), None
+        jobs, rows = [first], first.df.height
         deadline = time.perf_counter() + self.max_wait_s
         while rows < self.max_rows:
             if self.queue.empty():
@@ -108,6 +111,9 @@ class MicroBatcher:
                     continue
             else:
                 job = self.queue.get_nowait()
+            if rows + job.df.height > self.max_rows:
+                self.held = job
+                break
             jobs.append(job)
             rows += job.df.height
         return jobs
