@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 import polars as pl
 import pytest
 import torch
@@ -11,6 +12,8 @@ import torch
 import pepnet
 from pepnet.compare import compare
 from pepnet.config import ConfigError, parse_config
+from pepnet.export import Predictor, export_run
+from pepnet.export.serving import frame_of
 
 pytestmark = pytest.mark.filterwarnings("ignore::UserWarning")
 
@@ -79,3 +82,25 @@ def test_at_least_one_task_is_reported(tiny_config_tree):
     tree["schema"]["labels"]["click"]["auxiliary"] = True
     with pytest.raises(ConfigError, match="at least one task must be reported"):
         parse_config(tree)
+
+
+def test_export_scores_the_reported_tasks_unless_asked_for_every_task(aux_run, synthetic_parquet, tmp_path):
+    """By default the exported program has the reported task's tower only (serving answers only that task); with
+    ``auxiliary=True`` it keeps every tower. Both score as the run does."""
+    out, _ = aux_run
+    run, rows = pepnet.Run.load(out), pl.read_parquet(synthetic_parquet).drop(["click", "like"])
+    every_task = run.predict(str(synthetic_parquet), auxiliary=True)
+    lean = Predictor(export_run(out, tmp_path / "lean"))
+    assert lean.model.tasks == ["click"] and lean.manifest["tasks"] == ["click"]
+    assert lean.model.score(frame_of(rows.head(3))).shape == (3, 1)  # the program outputs the reported task only
+    served = lean.predict(rows)
+    assert served.columns == run.predict(str(synthetic_parquet)).columns
+    np.testing.assert_allclose(served["p_click"].to_numpy(), every_task["p_click"].to_numpy(), rtol=0, atol=1e-6)
+    with pytest.raises(ValueError, match="--auxiliary"):
+        lean.predict(rows, auxiliary=True)
+    full = Predictor(export_run(out, tmp_path / "full", auxiliary=True))
+    assert full.model.tasks == ["click", "like"]
+    got = full.predict(rows, auxiliary=True)
+    for task in ("click", "like"):
+        np.testing.assert_allclose(got[f"p_{task}"].to_numpy(), every_task[f"p_{task}"].to_numpy(), rtol=0,
+                                   atol=1e-6)

@@ -192,12 +192,12 @@ def fit(
         _show(run.report, out)
 
 
-def _publish(run_dir: Path, models_dir: Path, formats: tuple[str, ...] = ("torch",)) -> int:
+def _publish(run_dir: Path, models_dir: Path, formats: tuple[str, ...] = ("torch",), auxiliary: bool = False) -> int:
     """Export ``run_dir`` as the next version of ``models_dir`` (see pepnet.export.publish)."""
     from .export import export_run
     from .export.publish import publish
 
-    version = publish(models_dir, lambda folder: export_run(run_dir, folder, formats))
+    version = publish(models_dir, lambda folder: export_run(run_dir, folder, formats, auxiliary))
     typer.echo(f"published version {version} to {models_dir} ({models_dir / 'versions' / str(version)})")
     return version
 
@@ -379,6 +379,8 @@ def export_cmd(
         "versions/<N>/ and point `current` at it (watched by `pepnet serve`)",
     ),
     format_: str = _format_option(),
+    auxiliary: bool = _flag(False, "--auxiliary", help="also score the auxiliary (unreported) tasks; by default "
+                            "their towers are left out of the exported model"),
 ) -> None:
     """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
     from .export import export_run
@@ -387,10 +389,10 @@ def export_cmd(
         raise typer.BadParameter("give one of --out EXPORT_DIR or --publish MODELS_DIR")
     formats = _formats(format_)
     if publish_to is not None:
-        _publish(run_dir, publish_to, formats)
+        _publish(run_dir, publish_to, formats, auxiliary)
         return
     assert out is not None  # exactly one of --out / --publish (checked above)
-    path = export_run(run_dir, out, formats)
+    path = export_run(run_dir, out, formats, auxiliary)
     typer.echo(f"exported to {path} (load with pepnet.export.Predictor or torch.export.load)")
 
 

@@ -11,10 +11,11 @@ from .errors import DataError
 
 
 def prediction_frame(df: pl.DataFrame, encoder: Encoder, probs: np.ndarray, keep: Sequence[str] = (),
-                     auxiliary: bool = False) -> pl.DataFrame:
+                     auxiliary: bool = False, prob_tasks: Sequence[str] | None = None) -> pl.DataFrame:
     """The domain, user, item and time columns the schema names, then the ``keep`` columns of ``df``, then
-    ``p_<task>`` from ``probs`` (float32 [N, T], the encoder's task order) for each reported task (for every
-    task, auxiliary ones included, with ``auxiliary``); one row per row of ``df``, in its order."""
+    ``p_<task>`` from ``probs`` (float32 [N, len(prob_tasks)]; ``prob_tasks`` default: the encoder's tasks) for
+    each reported task (for every task, auxiliary ones included, with ``auxiliary``); one row per row of ``df``,
+    in its order."""
     schema = encoder.schema
     keys = [c for c in (schema.domain, schema.user, schema.item, schema.time) if c is not None]
     columns = list(dict.fromkeys([*keys, *keep]))
@@ -24,5 +25,5 @@ def prediction_frame(df: pl.DataFrame, encoder: Encoder, probs: np.ndarray, keep
             raise DataError(f"predictions carry this column, but the input does not have it (columns: {shown})",
                             column=col)
     tasks = encoder.task_names if auxiliary else encoder.reported_tasks
-    return df.select(columns).with_columns(
-        [pl.Series(f"p_{t}", probs[:, encoder.task_names.index(t)]) for t in tasks])
+    have = list(prob_tasks) if prob_tasks is not None else encoder.task_names
+    return df.select(columns).with_columns([pl.Series(f"p_{t}", probs[:, have.index(t)]) for t in tasks])

@@ -4,7 +4,9 @@
 
 - ``model.pt2``: the best model as a ``torch.export`` ExportedProgram with a dynamic batch dimension,
   ``(sparse int64 [B, Fs], dense float32 [B, Fd]) -> logits float32 [B, T]``; it runs without pepnet's
-  Python model code (``torch.export.load(path).module()``);
+  Python model code (``torch.export.load(path).module()``). T counts the exported tasks (the manifest's
+  ``tasks``): the reported ones, as serving answers only those; the towers of auxiliary tasks are left out of
+  the program (:func:`pepnet.nn.towers.select_tasks`), unless ``auxiliary=True`` (``--auxiliary``) keeps them;
 - ``model.onnx`` with ``formats=("torch", "onnx")`` (``pepnet export --format onnx``): the same program in
   ONNX, scored by ONNX Runtime (:mod:`pepnet.export.onnxrt`), checked against the eager model like the program;
 - ``encoder/``: the run's encoder, so raw rows are encoded exactly as in training;
@@ -72,9 +74,12 @@ def _checked(name: str, module: Program, check: tuple[torch.Tensor, torch.Tensor
     return diff, got
 
 
-def export_run(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] = ("torch",)) -> Path:
+def export_run(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] = ("torch",),
+               auxiliary: bool = False) -> Path:
     """Export the best model of ``run_dir`` (see module docstring) in ``formats`` (``model.pt2`` always, plus
-    ``model.onnx`` with ``"onnx"``); returns ``out_dir``."""
+    ``model.onnx`` with ``"onnx"``), scoring the reported tasks (every task with ``auxiliary``); returns
+    ``out_dir``."""
+    from ..nn.towers import select_tasks
     from ..run import Run
 
     unknown = set(formats) - set(FORMATS)
@@ -82,6 +87,9 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] 
         raise ValueError(f"unknown export format(s) {sorted(unknown)}; expected some of {list(FORMATS)}")
     run = Run.load(run_dir, device="cpu")
     model, encoder = run.model.eval(), run.encoder
+    tasks = encoder.task_names if auxiliary else encoder.reported_tasks
+    if tasks != encoder.task_names:
+        select_tasks(model, [encoder.task_names.index(t) for t in tasks])
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     batch = torch.export.Dim("batch", min=1, max=1 << 24)
@@ -102,7 +110,7 @@ def export_run(run_dir: str | Path, out_dir: str | Path, formats: Sequence[str] 
     encoder.save(out / "encoder")
     manifest = {
         "model": run.config.model.name,
-        "tasks": encoder.task_names,
+        "tasks": tasks,  # the program's outputs, in this order
         "inputs": {
             "sparse": [{"name": f.name, "offset": f.offset, "size": f.size} for f in encoder.sparse_fields],
             "dense": [f.name for f in encoder.dense_fields],
@@ -202,7 +210,7 @@ class ExportedModel:
         )
         self.verify_diff = verify(self.module, self.manifest)
         self.version = version if version is not None else d.name
-        self.tasks = self.encoder.task_names
+        self.tasks: list[str] = self.manifest["tasks"]  # the program's outputs: the reported tasks, or every task
 
     @property
     def row_independent(self) -> bool:
@@ -218,7 +226,8 @@ class ExportedModel:
 
     @torch.no_grad()
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor, batch_size: int = 65536) -> np.ndarray:
-        """Probabilities float32 [N, T] (all tasks, ``self.tasks`` order) of encoded rows, ``batch_size`` at a time."""
+        """Probabilities float32 [N, T] (the exported tasks, ``self.tasks`` order) of encoded rows, ``batch_size``
+        at a time."""
         if len(sparse) == 0:
             return np.zeros((0, len(self.tasks)), dtype=np.float32)
         return np.concatenate(
@@ -263,6 +272,9 @@ class Predictor:
         training give a DataWarning (they are scored with the out-of-vocabulary row)."""
         if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size <= 0:
             raise ValueError(f"batch_size must be a positive integer; got {batch_size!r}")
+        if auxiliary and self.model.tasks != self.encoder.task_names:
+            raise ValueError(f"this export scores the reported tasks {self.model.tasks} only; for the auxiliary tasks "
+                             "too, export with `pepnet export --auxiliary` (export_run(..., auxiliary=True))")
         if not isinstance(data, (pl.DataFrame, str, list)):
             raise TypeError(
                 f"data must be a polars DataFrame, a file name or a list of file names; got "
@@ -275,4 +287,4 @@ class Predictor:
         )
         probs = self.model.score(frame, batch_size)
         self.encoder.warn_unseen_domains(frame.df, "the scored rows")
-        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary)
+        return prediction_frame(frame.df, self.encoder, probs, keep, auxiliary, self.model.tasks)

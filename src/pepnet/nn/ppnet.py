@@ -61,5 +61,5 @@ class PPNet(nn.Module):
         logits = self.towers(o_ep, gate)
         if not with_gates:
             return logits, []
-        return logits, [torch.stack([deltas[layer, t] for t in range(self.n_tasks)], dim=1)
+        return logits, [torch.stack([deltas[layer, t] for t in self.towers.tasks], dim=1)
                         for layer in range(len(self.gates))]

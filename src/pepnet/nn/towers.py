@@ -10,7 +10,7 @@ laid side by side ([in, T * w]).
 from __future__ import annotations
 
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 
 import torch
 from torch import nn
@@ -26,7 +26,7 @@ class TaskTowers(nn.Module):
     multiplying that layer's input (``gate_on="input"``, w = the layer's input width) or its output
     (``"output"``, w = its width); with
     ``gate_output_layer`` (input gating only) ``gate(len(hidden_units), t)``, [B, hidden_units[-1]], multiplies
-    the output layer's input. Returns logits float [B, T].
+    the output layer's input. Returns logits float [B, T], or [B, len(tasks)] after :meth:`select_tasks`.
     """
 
     def __init__(self, in_dim: int, hidden_units: list[int], n_tasks: int, dropout: float = 0.0,
@@ -47,6 +47,14 @@ class TaskTowers(nn.Module):
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
         self.dropout = FastDropout(dropout) if dropout > 0 else nn.Identity()
+        self.tasks: tuple[int, ...] = tuple(range(n_tasks))  # the towers forward runs, in output order
+
+    def select_tasks(self, tasks: Sequence[int]) -> None:
+        """From now on run only the towers of ``tasks`` (indices, in the order forward returns their logits); the
+        other towers are not computed at all (an export that serves the reported tasks skips the auxiliary ones)."""
+        if not tasks or any(not 0 <= t < self.n_tasks for t in tasks) or len(set(tasks)) != len(tasks):
+            raise ValueError(f"tasks must be distinct indices in [0, {self.n_tasks}); got {list(tasks)}")
+        self.tasks = tuple(tasks)
 
     @property
     def gate_widths(self) -> list[int]:
@@ -58,17 +66,21 @@ class TaskTowers(nn.Module):
     def forward(self, x: torch.Tensor, gate: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         weights = [w.unbind(0) for w in self.weights]                  # per layer: T x [in, out]
         biases = [b.unbind(0) for b in self.biases]                    # per layer: T x [1, out]
-        shared = None
+        shared = {}
         if x.dim() == 2 and (gate is None or self.gate_on == "output"):  # every first layer reads x: one GEMM
             _, fan_in, width = self.weights[0].shape
-            w0 = self.weights[0].permute(1, 0, 2).reshape(fan_in, -1)
-            shared = torch.addmm(self.biases[0].reshape(-1), x, w0).split(width, dim=1)  # T x [B, width]
+            w0, b0 = self.weights[0], self.biases[0]
+            if self.tasks != tuple(range(self.n_tasks)):
+                w0, b0 = w0[list(self.tasks)], b0[list(self.tasks)]
+            w0 = w0.permute(1, 0, 2).reshape(fan_in, -1)
+            shared = dict(zip(self.tasks, torch.addmm(b0.reshape(-1), x, w0).split(width, dim=1),
+                              strict=True))  # task -> [B, width]
         logits = []
-        for t in range(self.n_tasks):
+        for t in self.tasks:
             h = x if x.dim() == 2 else x[t]
             for layer in range(len(weights)):
                 g = gate(layer, t) if gate is not None else None
-                if shared is not None and layer == 0:
+                if shared and layer == 0:
                     z = shared[t]
                 else:
                     if g is not None and self.gate_on == "input":
@@ -81,3 +93,13 @@ class TaskTowers(nn.Module):
                 h = h * gate(len(weights), t)
             logits.append(torch.addmm(self.out_bias[t, 0], h, self.out_weight[t]))
         return torch.cat(logits, dim=1)
+
+
+def select_tasks(model: nn.Module, tasks: Sequence[int]) -> None:
+    """:meth:`TaskTowers.select_tasks` on every TaskTowers of ``model`` (every model of pepnet.nn ends in
+    TaskTowers): its logits become [B, len(tasks)], the towers of the other tasks are skipped."""
+    towers = [m for m in model.modules() if isinstance(m, TaskTowers)]
+    if not towers:
+        raise ValueError(f"{type(model).__name__} has no TaskTowers whose tasks could be selected")
+    for m in towers:
+        m.select_tasks(tasks)
