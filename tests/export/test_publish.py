@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import threading
+import time
 from pathlib import Path
 
 import pytest
@@ -30,6 +32,29 @@ def test_publish_numbers_versions_and_moves_current(tmp_path):
         publish(tmp_path / "m", broken)
     assert published(tmp_path / "m") == [1, 2] and current_version(tmp_path / "m") == 2
     assert sorted(p.name for p in (tmp_path / "m" / "versions").iterdir()) == ["1", "2"]  # no staging folder left
+
+
+def test_concurrent_publishers_leave_current_at_the_newest_version(tmp_path, monkeypatch):
+    """Publisher A numbers its version 1, then is slow to switch ``current``; publisher B publishes version 2
+    meanwhile. ``current`` must end at 2: without the lock, A's late switch moved it back to 1."""
+    from pepnet.export import publish as pub
+
+    models, b_done, real_write = tmp_path / "m", threading.Event(), pub.atomic_write
+
+    def slow_switch_to_1(path, text):
+        if text == "1\n":
+            b_done.wait(1.0)  # A waits (at most 1 s) for B to finish; under the lock B cannot finish first
+        real_write(path, text)
+
+    monkeypatch.setattr(pub, "atomic_write", slow_switch_to_1)
+    a = threading.Thread(target=publish, args=(models, lambda d: (d.mkdir(), (d / "x").write_text("a"))))
+    a.start()
+    while not version_dir(models, 1).exists():
+        time.sleep(0.005)
+    assert publish(models, lambda d: (d.mkdir(), (d / "x").write_text("b"))) == 2
+    b_done.set()
+    a.join()
+    assert published(models) == [1, 2] and current_version(models) == 2
 
 
 def test_export_publish_cli_and_verification(tiny_export, tmp_path):

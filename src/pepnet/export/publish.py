@@ -3,10 +3,14 @@
 ``publish`` writes a new export into a hidden folder under ``versions/``, renames it to the next free number
 (a rename is atomic; a number already taken by another publisher makes it take the next one), then replaces
 ``current`` (a small text file holding the number) atomically. A reader therefore never sees a half-written
-version nor a ``current`` that points at one. ``pepnet serve MODELS_DIR`` watches ``current``.
+version nor a ``current`` that points at one. Numbering and the switch of ``current`` happen under an exclusive
+lock on ``MODELS_DIR/.publish.lock`` (``flock``), so that concurrent publishers leave ``current`` at the newest
+version, never at an older one. ``pepnet serve MODELS_DIR`` watches ``current``.
 """
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import os
 import shutil
 import uuid
@@ -17,6 +21,7 @@ from ..fileio import atomic_write
 
 VERSIONS = "versions"
 CURRENT = "current"
+LOCK = ".publish.lock"
 
 
 def is_models_dir(path: str | Path) -> bool:
@@ -52,17 +57,29 @@ def publish(models_dir: str | Path, write: Callable[[Path], object]) -> int:
     staging = versions / f".incoming-{os.getpid()}-{uuid.uuid4().hex[:8]}"
     try:
         write(staging)
-        n = (published(models_dir) or [0])[-1] + 1
-        while True:
-            try:
-                os.rename(staging, versions / str(n))  # fails if the name exists: never replaces a version
-                break
-            except OSError:
-                if not (versions / str(n)).exists():
-                    raise
-                n += 1
+        with _locked(Path(models_dir) / LOCK):  # the export above is written outside the lock: it takes long
+            n = (published(models_dir) or [0])[-1] + 1
+            while True:
+                try:
+                    os.rename(staging, versions / str(n))  # fails if the name exists: never replaces a version
+                    break
+                except OSError:
+                    if not (versions / str(n)).exists():
+                        raise
+                    n += 1
+            atomic_write(Path(models_dir) / CURRENT, f"{n}\n")
     finally:
         if staging.exists():
             shutil.rmtree(staging, ignore_errors=True)
-    atomic_write(Path(models_dir) / CURRENT, f"{n}\n")
     return n
+
+
+@contextlib.contextmanager
+def _locked(path: Path):
+    """An exclusive ``flock`` on ``path`` (created if missing) for the duration of the block."""
+    with open(path, "a") as f:
+        fcntl.flock(f, fcntl.LOCK_EX)
+        try:
+            yield
+        finally:
+            fcntl.flock(f, fcntl.LOCK_UN)
