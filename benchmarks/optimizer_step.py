@@ -4,30 +4,20 @@
 
 ``RUN_DIR``: a run directory (``pepnet fit`` / ``pepnet quickstart --out``). The dense weights are the ones pepnet's
 trainer gives Adam (everything but the embeddings); each variant gets its own copy with the same random
-gradients. Rounds alternate the order of the variants; each round times the median of 50 steps per variant.
+gradients. Rounds alternate the order of the variants; each round times the median step over 0.2 s per variant.
 Prints the median and interquartile range of milliseconds per step and of the ratio default / variant.
 """
 from __future__ import annotations
 
 import argparse
-import statistics
-import time
 
 import numpy as np
 import torch
+from backends import per_call_ms  # benchmarks/backends.py (this script's folder is on sys.path)
 
 from pepnet.run import Run
 
 VARIANTS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
-
-
-def step_ms(opt: torch.optim.Optimizer, steps: int = 50) -> float:
-    times = []
-    for _ in range(steps):
-        start = time.perf_counter()
-        opt.step()
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
 
 
 def main() -> None:
@@ -47,11 +37,11 @@ def main() -> None:
         for p, g in zip(params, grads, strict=True):
             p.grad = g
         opts[name] = torch.optim.Adam(params, lr=1e-3, **kw)
-        step_ms(opts[name], 5)  # state allocated, warm
+        opts[name].step()  # state allocated
     ms: dict[str, list[float]] = {k: [] for k in VARIANTS}
     for r in range(args.rounds):
         for name in (list(VARIANTS) if r % 2 == 0 else list(VARIANTS)[::-1]):
-            ms[name].append(step_ms(opts[name]))
+            ms[name].append(per_call_ms(opts[name].step, 0.2))
     print(f"{sum(p.numel() for p in dense):,} dense weights in {len(dense)} tensors, {args.threads} thread(s), "
           f"{args.rounds} rounds: median [IQR]\n")
     print("| Adam | ms per step | default / this |\n|---|---|---|")

@@ -1,23 +1,23 @@
 """Where a served request's time goes, stage by stage, in process: parse, encode, forward pass, JSON answer.
 
-    python benchmarks/serve_stages.py --export EXPORT_DIR [--calls 300]
+    python benchmarks/serve_stages.py --export EXPORT_DIR [--seconds 1]
 
 ``EXPORT_DIR``: an export of a Ciao run (``pepnet export RUN --out DIR [--format onnx]``). Builds the request
 bodies that ``benchmarks/serve_load.py`` sends (single rows; one user and context with 200 candidates) from the
 latest Ciao rows, and times each stage of the server's path on them (the same functions ``pepnet serve`` calls),
-one thread, the median of ``--calls`` calls per stage. Prints a markdown table.
+one thread, the median over ``--seconds`` of calls per stage. Prints a markdown table.
 """
 from __future__ import annotations
 
 import argparse
+import itertools
 import json
 import os
-import statistics
-import time
 
 import numpy as np
 import polars as pl
 import torch
+from backends import per_call_ms  # benchmarks/backends.py (this script's folder is on sys.path)
 from starlette.responses import JSONResponse
 
 from pepnet.bench.machine import CpuTimes, steal_fraction
@@ -26,37 +26,27 @@ from pepnet.export.serving import ExportedModel, frame_of
 from pepnet.serve.requests import input_fields, parse
 
 
-def median_ms(fn, calls: int) -> float:
-    for i in range(5):
-        fn(i)
-    times = []
-    for i in range(calls):
-        start = time.perf_counter()
-        fn(i)
-        times.append(time.perf_counter() - start)
-    return 1e3 * statistics.median(times)
-
-
-def stage_ms(model: ExportedModel, fields: list, bodies: list[bytes], calls: int) -> list[float]:
-    """Median ms of parse, validate + encode, forward and the JSON answer over ``bodies`` (used in turn)."""
+def stage_ms(model: ExportedModel, fields: list, bodies: list[bytes], seconds: float) -> list[float]:
+    """Median ms of parse, validate + encode, forward and the JSON answer over ``bodies`` (used in turn), each
+    stage timed for about ``seconds``."""
     frames = [parse(b, "application/json", fields, 1 << 20)[0] for b in bodies]
     encoded = [model.encode(frame_of(f)) for f in frames]
     answers = [{"model_version": "1", "tasks": model.tasks,
                 "scores": {t: p[:, j].tolist() for j, t in enumerate(model.tasks)}}
                for p in (model.forward(*e) for e in encoded)]
-    n = len(bodies)
+    body, frame, enc, answer = (itertools.cycle(x) for x in (bodies, frames, encoded, answers))
     return [
-        median_ms(lambda i: parse(bodies[i % n], "application/json", fields, 1 << 20), calls),
-        median_ms(lambda i: model.encode(frame_of(frames[i % n])), calls),
-        median_ms(lambda i: model.forward(*encoded[i % n]), calls),
-        median_ms(lambda i: JSONResponse(answers[i % n]), calls),
+        per_call_ms(lambda: parse(next(body), "application/json", fields, 1 << 20), seconds),
+        per_call_ms(lambda: model.encode(frame_of(next(frame))), seconds),
+        per_call_ms(lambda: model.forward(*next(enc)), seconds),
+        per_call_ms(lambda: JSONResponse(next(answer)), seconds),
     ]
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--export", required=True)
-    ap.add_argument("--calls", type=int, default=300)
+    ap.add_argument("--seconds", type=float, default=1.0, help="time per stage and request kind")
     ap.add_argument("--candidates", type=int, default=200)
     args = ap.parse_args()
     torch.set_num_threads(1)
@@ -79,11 +69,11 @@ def main() -> None:
         ],
     }
     load, cpu = os.getloadavg()[0], CpuTimes.now()
-    print(f"backend {model.backend}, tasks {model.tasks}, 1 thread, median of {args.calls} calls, ms\n")
+    print(f"backend {model.backend}, tasks {model.tasks}, 1 thread, median over {args.seconds:g} s of calls, ms\n")
     print("| request | parse | validate + encode | forward | JSON answer | sum |")
     print("|---|---|---|---|---|---|")
     for kind, bodies in kinds.items():
-        stages = stage_ms(model, fields, bodies, args.calls)
+        stages = stage_ms(model, fields, bodies, args.seconds)
         print(f"| {kind} | " + " | ".join(f"{x:.3f}" for x in stages) + f" | {sum(stages):.3f} |")
     steal = steal_fraction(cpu, CpuTimes.now())
     print(f"\nload average (1 min) {load:.2f} at start, {os.getloadavg()[0]:.2f} at end; CPU time stolen by the "
