@@ -32,6 +32,7 @@ from .requests import RequestError, input_fields, parse
 
 log = logging.getLogger("pepnet.serve")
 SETTINGS_ENV = "PEPNET_SERVE_SETTINGS"
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"  # prometheus_client's multiprocess mode (--workers N > 1)
 
 
 @dataclass
@@ -58,10 +59,14 @@ def _loaded(path: str | Path, version: str, backend: str) -> ExportedModel:
 
 
 class Metrics:
-    """The Prometheus metrics of one server process (its own registry)."""
+    """The Prometheus metrics of one server process. With ``--workers N`` (N > 1) prometheus_client runs in its
+    multiprocess mode (``PROMETHEUS_MULTIPROC_DIR``, set by :func:`run`): every worker writes its values to
+    that folder, and :meth:`exposition` sums them over the workers, so ``/metrics`` counts every request whichever
+    worker answers the scrape; the model version is then given per live worker (label ``pid``)."""
 
     def __init__(self) -> None:
         r = self.registry = prom.CollectorRegistry()
+        self.multiprocess = bool(os.environ.get(MULTIPROC_ENV))
         self.requests = prom.Counter("pepnet_requests", "Score requests answered, by HTTP status", ["status"],
                                      registry=r)
         self.rows = prom.Counter("pepnet_rows_scored", "Rows scored", registry=r)
@@ -76,10 +81,20 @@ class Metrics:
         self.batch_requests = prom.Histogram("pepnet_batch_requests", "Requests coalesced per micro-batch",
                                              registry=r, buckets=(1, 2, 4, 8, 16, 32, 64, 128))
         self.version = prom.Gauge("pepnet_model_version", "Version number of the model being served (0 for an "
-                                  "export directory served as it is)", registry=r)
+                                  "export directory served as it is)", registry=r, multiprocess_mode="liveall")
         self.swaps = prom.Counter("pepnet_model_swaps", "New model versions swapped in", registry=r)
         self.refused = prom.Counter("pepnet_model_refused", "Model versions refused (failed to load or to "
                                     "verify), by version and reason", ["version", "reason"], registry=r)
+
+    def exposition(self) -> bytes:
+        """The Prometheus text of this process, or of every worker in multiprocess mode."""
+        if not self.multiprocess:
+            return prom.generate_latest(self.registry)
+        from prometheus_client import multiprocess
+
+        merged = prom.CollectorRegistry()
+        multiprocess.MultiProcessCollector(merged)
+        return prom.generate_latest(merged)
 
 
 class Server:
@@ -229,7 +244,7 @@ class Server:
         })
 
     async def prometheus(self, request: Request) -> Response:
-        return Response(prom.generate_latest(self.metrics.registry), media_type=prom.CONTENT_TYPE_LATEST)
+        return Response(self.metrics.exposition(), media_type=prom.CONTENT_TYPE_LATEST)
 
     @contextlib.asynccontextmanager
     async def lifespan(self, app: Starlette):
@@ -244,6 +259,10 @@ class Server:
                 watcher.cancel()
                 await asyncio.gather(watcher, return_exceptions=True)
             await self.batcher.stop()
+            if self.metrics.multiprocess:  # this worker's live gauge (model version) leaves the sums
+                from prometheus_client import multiprocess
+
+                multiprocess.mark_process_dead(os.getpid())
 
 
 def create_app(settings: Settings | None = None) -> Starlette:
@@ -270,9 +289,20 @@ def create_app(settings: Settings | None = None) -> Starlette:
 
 def run(settings: Settings, host: str = "127.0.0.1", port: int = 8000, workers: int = 1,
         access_log: bool = False) -> None:
-    """Serve until interrupted (uvicorn; ``workers`` processes, each with its own model and batcher)."""
+    """Serve until interrupted (uvicorn; ``workers`` processes, each with its own model and batcher; with more
+    than one, their metrics are summed through a temporary folder, see :class:`Metrics`)."""
+    import shutil
+    import tempfile
+
     import uvicorn
 
     os.environ[SETTINGS_ENV] = json.dumps(asdict(settings))
-    uvicorn.run("pepnet.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
-                access_log=access_log, timeout_keep_alive=5, limit_concurrency=1024, log_level="info")
+    metrics_dir = tempfile.mkdtemp(prefix="pepnet-metrics-") if workers > 1 else None
+    if metrics_dir:
+        os.environ[MULTIPROC_ENV] = metrics_dir  # read by prometheus_client when each worker imports it
+    try:
+        uvicorn.run("pepnet.serve.app:create_app", factory=True, host=host, port=port, workers=workers,
+                    access_log=access_log, timeout_keep_alive=5, limit_concurrency=1024, log_level="info")
+    finally:
+        if metrics_dir:
+            shutil.rmtree(metrics_dir, ignore_errors=True)
