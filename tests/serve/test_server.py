@@ -228,15 +228,22 @@ def test_metrics_of_several_workers_are_summed(setup):
     """With --workers 2, /metrics counts the requests of both workers, whichever worker answers the scrape; the
     model version is given per live worker."""
     tmp, rows = setup
+
+    def workers(text: str) -> set[str]:  # the pids that report a model version (1) into the sums
+        return set(re.findall(r'^pepnet_model_version\{pid="(\d+)"\} 1\.0$', text, re.M))
+
     with running_server(tmp / "models", "--workers", "2", "--threads", "1", log=tmp / "server_workers.log") as port:
+        deadline = time.monotonic() + 60
+        while len(workers(_metrics(port))) < 2:  # ready means one worker is; the other may still be loading
+            assert time.monotonic() < deadline, "the second worker never reported its model version"
+            time.sleep(0.2)
         for i in range(24):  # each on a new connection: the kernel hands connections to both workers
             assert _post(port, {"rows": rows[i : i + 1].to_dicts()})[0] == 200
         scrapes = [_metrics(port) for _ in range(6)]
     for text in scrapes:
         assert re.search(r'^pepnet_requests_total\{status="200"\} 24\.0$', text, re.M), text
         assert re.search(r"^pepnet_rows_scored_total 24\.0$", text, re.M)
-        pids = set(re.findall(r'^pepnet_model_version\{pid="(\d+)"\} 1\.0$', text, re.M))
-        assert len(pids) == 2, text  # both workers report into the sums
+        assert len(workers(text)) == 2, text
 
 
 def test_swap_under_concurrent_load_drops_nothing(setup, server):
