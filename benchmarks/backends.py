@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from pepnet.bench.machine import CpuTimes, steal_fraction
+from pepnet.bench.machine import CpuTimes, steal_fraction, steal_note
 from pepnet.export.serving import ExportedModel, _example_inputs
 
 
@@ -66,15 +66,14 @@ def main() -> None:
         result["sizes"][rows] = {**got, "ratio": ratio}
     load.append(os.getloadavg()[0])
     result["loadavg"] = load
-    steal = result["cpu_steal"] = steal_fraction(cpu_start, CpuTimes.now())
+    result["cpu_steal"] = steal_fraction(cpu_start, CpuTimes.now())
     print("| rows | torch ms | ONNX Runtime ms | torch / ONNX Runtime |\n|---|---|---|---|")
     for rows, r in result["sizes"].items():
         cells = [quartiles(r[k]) for k in ("torch", "onnx", "ratio")]
         print(f"| {rows} | " + " | ".join(f"{q2:.3f} [{q1:.3f}-{q3:.3f}]" for q1, q2, q3 in cells[:2])
               + " | {1:.2f}x [{0:.2f}-{2:.2f}x] |".format(*cells[2]))
     print(f"\n{args.threads} thread(s), {args.repeats} interleaved rounds; load average (1 min) {load[0]:.2f} at "
-          f"start, {load[1]:.2f} at end" + ("" if steal is None else f"; CPU time stolen by the hypervisor "
-                                             f"{steal:.1%}"))
+          f"start, {load[1]:.2f} at end" + steal_note(result["cpu_steal"]))
     if args.json:
         args.json.parent.mkdir(parents=True, exist_ok=True)
         args.json.write_text(json.dumps(result, indent=1))

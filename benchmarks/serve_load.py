@@ -33,7 +33,7 @@ from pathlib import Path
 import numpy as np
 import polars as pl
 
-from pepnet.bench.machine import CpuTimes, steal_fraction
+from pepnet.bench.machine import CpuTimes, steal_fraction, steal_note
 from pepnet.datasets.ciao import ratings_path
 from pepnet.export import export_run
 from pepnet.export.publish import publish
@@ -213,10 +213,10 @@ def table(r: dict, candidates: int) -> str:
     s = r["swap"]
     lines.append(f"| swap during 32 clients ({s['window_requests']} requests from publish to swap + 1 s; swapped "
                  f"after {s['swap_s']:.2f} s) | | {s['window_p99_ms']:.2f} | | | {s['errors']} |")
-    steal = "" if r.get("cpu_steal") is None else f"CPU time stolen by the hypervisor {r['cpu_steal']:.1%}; "
     lines.append(f"\nin-process Predictor, {candidates}-row frames: "
                  + " / ".join(f"{x:,.0f}" for x in r["predictor_rows_per_s"]) + " rows/s (before / after); "
-                 f"load average (1 min) during the run: {', '.join(str(x) for x in r['loadavg'])}; {steal}"
+                 f"load average (1 min) during the run: {', '.join(str(x) for x in r['loadavg'])}"
+                 f"{steal_note(r.get('cpu_steal'))}; "
                  f"{r['cpus']} CPUs, {r['threads']} thread(s), backend {r.get('backend', 'torch')}")
     return "\n".join(lines)
 

@@ -20,7 +20,7 @@ import torch
 from backends import per_call_ms  # benchmarks/backends.py (this script's folder is on sys.path)
 from starlette.responses import JSONResponse
 
-from pepnet.bench.machine import CpuTimes, steal_fraction
+from pepnet.bench.machine import CpuTimes, steal_fraction, steal_note
 from pepnet.datasets.ciao import ratings_path
 from pepnet.export.serving import ExportedModel, frame_of
 from pepnet.serve.requests import input_fields, parse
@@ -75,9 +75,8 @@ def main() -> None:
     for kind, bodies in kinds.items():
         stages = stage_ms(model, fields, bodies, args.seconds)
         print(f"| {kind} | " + " | ".join(f"{x:.3f}" for x in stages) + f" | {sum(stages):.3f} |")
-    steal = steal_fraction(cpu, CpuTimes.now())
-    print(f"\nload average (1 min) {load:.2f} at start, {os.getloadavg()[0]:.2f} at end; CPU time stolen by the "
-          f"hypervisor: {'unknown' if steal is None else f'{100 * steal:.1f}%'}")
+    print(f"\nload average (1 min) {load:.2f} at start, {os.getloadavg()[0]:.2f} at end"
+          + steal_note(steal_fraction(cpu, CpuTimes.now())))
 
 
 if __name__ == "__main__":

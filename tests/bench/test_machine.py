@@ -33,3 +33,10 @@ def test_this_machine_has_counters_that_advance():
     assert start is not None and 0 <= start.steal <= start.total
     end = CpuTimes.now()
     assert end is not None and end.total >= start.total
+
+
+def test_steal_note_is_empty_when_unknown():
+    from pepnet.bench.machine import steal_note
+
+    assert steal_note(None) == ""
+    assert steal_note(0.0123) == "; CPU time stolen by the hypervisor 1.2%"

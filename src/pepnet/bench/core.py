@@ -32,7 +32,7 @@ from ..prepare import layout_from_encoder, prepare
 from ..train.runtime import resolve_device, seed_everything
 from ..train.trainer import Trainer
 from .flops import Gemm, GemmRecorder, replay_seconds
-from .machine import CpuTimes, load_average, steal_fraction
+from .machine import CpuTimes, load_average, steal_fraction, steal_note
 from .reference import ReferencePEPNet, ReferenceTrainer, copy_weights, local_ids, shuffled_batches
 
 REFERENCE = "reference"
@@ -351,8 +351,7 @@ def format_table(result: dict) -> str:
              f"{result['date']}",
              f"load average (1/5/15 min) at start {'/'.join(f'{x:.2f}' for x in load0)}, "
              f"at end {'/'.join(f'{x:.2f}' for x in load1)}; {result['cpu_count']} CPUs"
-             + ("" if result.get("cpu_steal") is None else
-                f"; CPU time stolen by the hypervisor during the run {result['cpu_steal']:.1%}"),
+             + steal_note(result.get("cpu_steal")),
              f"train rows {result['train_rows']:,}, embedding rows {result['embedding_rows']:,}, "
              f"parameters {result['parameters']:,}, peak RSS {result['peak_rss_mib']:,.0f} MiB"
              + (f", peak GPU {result['peak_gpu_mib']:,.0f} MiB" if result.get("peak_gpu_mib") else "")]

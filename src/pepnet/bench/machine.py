@@ -41,6 +41,11 @@ def steal_fraction(start: CpuTimes | None, end: CpuTimes | None) -> float | None
     return (end.steal - start.steal) / (end.total - start.total)
 
 
+def steal_note(fraction: float | None) -> str:
+    """``"; CPU time stolen by the hypervisor 1.2%"`` for a benchmark's summary line; empty when unknown."""
+    return "" if fraction is None else f"; CPU time stolen by the hypervisor {fraction:.1%}"
+
+
 def load_average() -> list[float]:
     """The 1, 5 and 15 minute load averages."""
     return list(os.getloadavg())
