@@ -23,6 +23,7 @@ from starlette.responses import JSONResponse
 from pepnet.bench.machine import CpuTimes, steal_fraction, steal_note
 from pepnet.datasets.ciao import ratings_path
 from pepnet.export.serving import ExportedModel, frame_of
+from pepnet.serve.app import answer
 from pepnet.serve.requests import input_fields, parse
 
 
@@ -31,15 +32,13 @@ def stage_ms(model: ExportedModel, fields: list, bodies: list[bytes], seconds: f
     stage timed for about ``seconds``."""
     frames = [parse(b, "application/json", fields, 1 << 20)[0] for b in bodies]
     encoded = [model.encode(frame_of(f)) for f in frames]
-    answers = [{"model_version": "1", "tasks": model.tasks,
-                "scores": {t: p[:, j].tolist() for j, t in enumerate(model.tasks)}}
-               for p in (model.forward(*e) for e in encoded)]
-    body, frame, enc, answer = (itertools.cycle(x) for x in (bodies, frames, encoded, answers))
+    answers = [answer(model, model.forward(*e), []) for e in encoded]
+    body, frame, enc, reply = (itertools.cycle(x) for x in (bodies, frames, encoded, answers))
     return [
         per_call_ms(lambda: parse(next(body), "application/json", fields, 1 << 20), seconds),
         per_call_ms(lambda: model.encode(frame_of(next(frame))), seconds),
         per_call_ms(lambda: model.forward(*next(enc)), seconds),
-        per_call_ms(lambda: JSONResponse(next(answer)), seconds),
+        per_call_ms(lambda: JSONResponse(next(reply)), seconds),
     ]
 
 

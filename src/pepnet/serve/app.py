@@ -18,6 +18,7 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+import numpy as np
 import prometheus_client as prom
 from starlette.applications import Starlette
 from starlette.requests import ClientDisconnect, Request
@@ -56,6 +57,17 @@ def _loaded(path: str | Path, version: str, backend: str) -> ExportedModel:
     model = ExportedModel(path, version=version, backend=backend)
     model.encoder.build_lookups()
     return model
+
+
+def answer(model: ExportedModel, probs: np.ndarray, ignored: list[str]) -> dict:
+    """The body of a score response: the model version, the reported tasks and their probabilities per row (from
+    ``probs``, float32 [N, len(model.tasks)]), and the ignored request fields if any."""
+    reported = model.encoder.reported_tasks
+    out = {"model_version": model.version, "tasks": reported,
+           "scores": {t: probs[:, model.tasks.index(t)].tolist() for t in reported}}
+    if ignored:
+        out["ignored_fields"] = ignored
+    return out
 
 
 class Metrics:
@@ -194,13 +206,7 @@ class Server:
                     probs = await self.batcher.submit(model, df)
                 except DataError as exc:
                     raise RequestError("bad_value", exc.detail, exc.column, exc.row) from None
-            reported = model.encoder.reported_tasks
-            cols = [model.tasks.index(t) for t in reported]
-            out = {"model_version": model.version, "tasks": reported,
-                   "scores": {t: probs[:, c].tolist() for t, c in zip(reported, cols, strict=True)}}
-            if ignored:
-                out["ignored_fields"] = ignored
-            status, resp = 200, JSONResponse(out)
+            status, resp = 200, JSONResponse(answer(model, probs, ignored))
         except RequestError as exc:
             self.metrics.errors.labels(exc.kind).inc()
             status, resp = exc.status, JSONResponse(exc.body(), status_code=exc.status)
