@@ -16,6 +16,7 @@ import torch
 from backends import per_call_ms  # benchmarks/backends.py (this script's folder is on sys.path)
 
 from pepnet.run import Run
+from pepnet.train.optim import make_optimizers
 
 VARIANTS = {"default": {}, "foreach": {"foreach": True}, "fused": {"fused": True}}
 
@@ -27,9 +28,9 @@ def main() -> None:
     ap.add_argument("--rounds", type=int, default=7)
     args = ap.parse_args()
     torch.set_num_threads(args.threads)
-    model = Run.load(args.run, device="cpu").model
-    emb = {id(p) for p in model.embedding_parameters()}
-    dense = [p for p in model.parameters() if id(p) not in emb]
+    run = Run.load(args.run, device="cpu")
+    adam = make_optimizers(run.model, run.config.train)[-1]  # the trainer's own split of the weights
+    dense = [p for group in adam.param_groups for p in group["params"]]
     grads = [torch.randn_like(p) for p in dense]
     opts = {}
     for name, kw in VARIANTS.items():
