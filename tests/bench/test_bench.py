@@ -3,8 +3,8 @@ interleaves the contenders round by round and reports the median and interquarti
 from __future__ import annotations
 
 import json
-import sys
 import math
+import sys
 
 import pytest
 import torch
@@ -66,9 +66,11 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     assert plain["rounds"]["train_vs_reference"] == [a / b for a, b in
                                                      zip(plain["rounds"]["train_sps"], ref_train, strict=True)]
     assert "train_vs_reference" not in rows["reference"]
-    # training GEMMs are ~3x the forward ones (input and weight gradients), the reference runs the same FLOPs
+    # training GEMMs are ~3x the forward ones (input and weight gradients); the reference runs the same forward
+    # FLOPs, and in training a few more: its gates' first layers also compute the gradient of their detached input
+    # columns (stop-gradient E and O_ep), which pepnet's (GateNU.first_layer's const) do not
     assert 2.0 < plain["train_flops_per_sample"] / plain["infer_flops_per_sample"] < 3.2
-    for what in ("train", "infer"):
-        assert rows["reference"][f"{what}_flops_per_sample"] == pytest.approx(plain[f"{what}_flops_per_sample"],
-                                                                            rel=0.02), what
+    ref = rows["reference"]
+    assert ref["infer_flops_per_sample"] == pytest.approx(plain["infer_flops_per_sample"], rel=0.02)
+    assert plain["train_flops_per_sample"] < ref["train_flops_per_sample"] < 1.1 * plain["train_flops_per_sample"]
     assert [a["name"].split()[0] for a in r["ablations"]] == ["towers", "embedding", "embedding"]

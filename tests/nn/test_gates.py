@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+from torch.utils.flop_counter import FlopCounterMode
 
 from pepnet.nn import GateNU
 
@@ -48,3 +49,31 @@ def test_groups_are_independent_gates():
     for p in (gate.w1, gate.b1, gate.w2, gate.b2):
         assert p.grad[0].abs().sum() > 0
         assert torch.all(p.grad[1] == 0)
+
+
+@pytest.mark.parametrize("groups", [1, 3])
+def test_const_columns_are_the_last_inputs_and_get_no_gradient(groups):
+    """gate(x, const) is gate(cat([x, const])) with the same weights; W1's rows for const still learn, and
+    the backward computes no gradient for const (pepnet's stop-gradient inputs: E in EPNet, O_ep in PPNet)."""
+    torch.manual_seed(4)
+    gate = GateNU(10, 3, hidden=5, groups=groups)
+    x, const = torch.randn(7, 6, requires_grad=True), torch.randn(7, 4)
+    full = torch.cat([x, const], dim=1).detach().requires_grad_(True)
+    torch.testing.assert_close(gate(x, const), gate(full))
+    for s, (a, b) in enumerate(zip(gate.parts(x, groups, const), gate.parts(full, groups), strict=True)):
+        torch.testing.assert_close(a(), b(), msg=f"part {s}")
+    gate(full).square().sum().backward()
+    want = {name: p.grad.clone() for name, p in gate.named_parameters()}
+    gate.zero_grad()
+    out = gate(x, const)
+    with FlopCounterMode(display=False) as split:
+        out.square().sum().backward()
+    for name, p in gate.named_parameters():
+        torch.testing.assert_close(p.grad, want[name], msg=name)
+    assert gate.w1.grad[:, 6:].abs().sum() > 0  # const's rows of W1 learn
+    torch.testing.assert_close(x.grad, full.grad[:, :6])
+    out = gate(full)
+    with FlopCounterMode(display=False) as joined:
+        out.square().sum().backward()
+    # the joined input's backward also multiplies grad(h) [7, G*5] by W1's const rows [4, G*5]: 2*7*4*G*5 FLOPs
+    assert joined.get_total_flops() - split.get_total_flops() == 2 * 7 * 4 * groups * 5

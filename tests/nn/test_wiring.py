@@ -52,7 +52,7 @@ def _cut(gate) -> None:
     """Cut a Gate NU's outputs off the graph, both ways they are read: ``forward`` (EPNet) and ``parts`` (PPNet's
     towers, one task's part at a time)."""
     gate.register_forward_hook(lambda m, i, o: o.detach())
-    gate.parts = lambda x, n, f=gate.parts: [lambda p=p: p().detach() for p in f(x, n)]
+    gate.parts = lambda x, n, const=None, f=gate.parts: [lambda p=p: p().detach() for p in f(x, n, const)]
 
 
 # ----------------------------------------------------------------------------- gradients reach everything
@@ -326,7 +326,7 @@ def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
         torch.testing.assert_close(deltas[0], gate(torch.cat([prior, o_ep], 1)).view(16, 3, -1))  # the [B, T, w] view
         for t in range(3):
             parts = gate.parts  # zero task t's slice:
-            gate.parts = lambda x, n, t=t: [lambda p=p, s=s: p() * (s != t) for s, p in enumerate(parts(x, n))]
+            gate.parts = lambda x, n, c=None, t=t: [lambda p=p, s=s: p() * (s != t) for s, p in enumerate(parts(x, n, c))]
             logits, _ = ppnet(o_ep, prior)
             del gate.parts
             others = [k for k in range(3) if k != t]

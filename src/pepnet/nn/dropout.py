@@ -7,6 +7,22 @@ from torch import nn
 _LEVELS = 1 << 16
 
 
+@torch.library.custom_op("pepnet::uniform_int16", mutates_args=(), tags=(torch.Tag.nondeterministic_seeded,))
+def uniform_int16(like: torch.Tensor) -> torch.Tensor:
+    """int16 [like.shape], uniform on [-32768, 32767]: four per 64-bit draw of torch's generator (``like``'s
+    values are not read). An opaque operator to ``torch.compile`` (which would otherwise break its graph at
+    ``random_``), so that the compiler fuses what is done with the draws into the neighbouring element-wise work;
+    the tensor argument keeps two draws for different tensors from being merged as one common subexpression."""
+    n = like.numel()
+    draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=like.device).random_(-(1 << 63), None)
+    return draws.view(torch.int16)[:n].view(like.shape)
+
+
+@uniform_int16.register_fake
+def _(like: torch.Tensor) -> torch.Tensor:
+    return torch.empty(like.shape, dtype=torch.int16, device=like.device)
+
+
 class FastDropout(nn.Module):
     """x float [...] -> x * keep / (1 - p) in training, x in evaluation (as ``nn.Dropout``).
 
@@ -25,17 +41,15 @@ class FastDropout(nn.Module):
         self.dropped = round(p * _LEVELS)                   # how many of the 65536 levels drop an element
         self.scale = _LEVELS / (_LEVELS - self.dropped)
 
-    def mask(self, shape: torch.Size, device: torch.device) -> torch.Tensor:
-        """float [shape]: 0 where dropped, ``scale`` where kept."""
-        n = shape.numel()
-        draws = torch.empty((n + 3) // 4, dtype=torch.int64, device=device).random_(-(1 << 63), None)
-        levels = draws.view(torch.int16)[:n].view(shape)   # uniform on [-32768, 32767]
+    def mask(self, x: torch.Tensor) -> torch.Tensor:
+        """float [x.shape]: 0 where dropped, ``scale`` where kept (a fresh draw for every call)."""
+        levels = uniform_int16(x.detach())
         return (levels >= self.dropped - _LEVELS // 2).to(torch.float32).mul_(self.scale)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training or self.dropped == 0:
             return x
-        return x * self.mask(x.shape, x.device).to(x.dtype)
+        return x * self.mask(x).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

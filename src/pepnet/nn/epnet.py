@@ -24,8 +24,11 @@ class EPNet(nn.Module):
         self.gate = GateNU((n_domain + n_general) * dim, out, hidden=hidden, gamma=gamma)
 
     def forward(self, general: torch.Tensor, domain_side: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        e_in = general.detach() if self.stop_gradient else general
-        x = torch.cat([domain_side.flatten(1), e_in.flatten(1)], dim=1)
+        domain = domain_side.flatten(1)
         width = self.dim if self.granularity == "element" else 1
-        delta = self.gate(x).view(-1, self.n_general, width)
+        if self.stop_gradient:  # the gate's first layer then computes no gradient for E
+            delta = self.gate(domain, general.detach().flatten(1))
+        else:
+            delta = self.gate(torch.cat([domain, general.flatten(1)], dim=1))
+        delta = delta.view(-1, self.n_general, width)
         return delta * general, delta

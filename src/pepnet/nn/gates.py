@@ -34,25 +34,36 @@ class GateNU(nn.Module):
         _linear_init(self.w1, self.b1, in_dim)
         _linear_init(self.w2, self.b2, hidden)
 
-    def first_layer(self, x: torch.Tensor) -> torch.Tensor:
-        """The first layers of all groups, ``ReLU(x W1 + b1)``: float [B, groups * hidden], one GEMM against
-        [in, groups * hidden] (every group reads the same x)."""
+    def first_layer(self, x: torch.Tensor, const: torch.Tensor | None = None) -> torch.Tensor:
+        """The first layers of all groups, ``ReLU([x, const] W1 + b1)``: float [B, groups * hidden], one GEMM against
+        [in, groups * hidden] (every group reads the same input). ``const`` (optional) float [B, C]: the last C
+        input columns, taken apart because no gradient is wanted for them (a detached input): they meet their
+        rows of W1 in a GEMM of their own, whose backward computes no input gradient for them, and x the first
+        ``in_dim - C`` rows."""
         if self.groups == 1:  # w1[0]: its gradient keeps w1's layout (a permuted view's would not, and DDP warns)
-            return torch.relu(torch.addmm(self.b1[0], x, self.w1[0]))
-        w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.groups * self.hidden)
-        return torch.relu(torch.addmm(self.b1.reshape(-1), x, w1))
+            w1 = self.w1[0]
+        else:
+            w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.groups * self.hidden)
+        b1 = self.b1.reshape(-1)
+        if const is None:
+            return torch.relu(torch.addmm(b1, x, w1))
+        k = x.shape[1]
+        return torch.relu(torch.addmm(torch.addmm(b1, const, w1[k:]), x, w1[:k]))
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        groups = [part() for part in self.parts(x, self.groups)]  # one part per group, [B, out] each
+    def forward(self, x: torch.Tensor, const: torch.Tensor | None = None) -> torch.Tensor:
+        """x float [B, in_dim - C] and const (optional, see :meth:`first_layer`) float [B, C] -> delta."""
+        groups = [part() for part in self.parts(x, self.groups, const)]  # one part per group, [B, out] each
         return groups[0] if self.groups == 1 else torch.cat(groups, dim=1)
 
-    def parts(self, x: torch.Tensor, n_parts: int) -> list[Callable[[], torch.Tensor]]:
-        """The gate output of x float [B, in_dim] in n parts, each computed when its function is called: part s,
-        float [B, w], equals ``forward(x).view(B, n_parts, w)[:, s]``. With one group per part
+    def parts(self, x: torch.Tensor, n_parts: int,
+              const: torch.Tensor | None = None) -> list[Callable[[], torch.Tensor]]:
+        """The gate output of x float [B, in_dim] (or of x and const, as in :meth:`first_layer`) in n parts, each
+        computed when its function is called: part s, float [B, w], equals ``forward(x).view(B, n_parts, w)[:, s]``.
+        With one group per part
         (``groups == n_parts``) part s is group s (w = out_dim); with one group (the paper's split gate) it is
         columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run at once (one GEMM);
         computing the second layer one part at a time lets task tower s use its gate while it is in cache."""
-        h = self.first_layer(x)
+        h = self.first_layer(x, const)
         operands: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
         if self.groups == n_parts:
             operands = zip(h.split(self.hidden, dim=1), self.w2.unbind(0), self.b2.unbind(0), strict=True)

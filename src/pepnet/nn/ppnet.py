@@ -48,13 +48,14 @@ class PPNet(nn.Module):
 
     def forward(self, o_ep: torch.Tensor, prior: torch.Tensor,
                 with_gates: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
-        x = torch.cat([prior, o_ep.detach() if self.stop_gradient else o_ep], dim=1)
+        # stop_gradient: O_ep enters the gates' first layer apart, which then computes no gradient for it
+        x, const = (prior, o_ep.detach()) if self.stop_gradient else (torch.cat([prior, o_ep], dim=1), None)
         parts: dict[int, list[Callable[[], torch.Tensor]]] = {}  # layer -> its gate's T parts (GateNU.parts)
         deltas: dict[tuple[int, int], torch.Tensor] = {}      # (layer, task) -> delta [B, w]
 
         def gate(layer: int, t: int) -> torch.Tensor:
             if layer not in parts:
-                parts[layer] = cast(GateNU, self.gates[layer]).parts(x, self.n_tasks)
+                parts[layer] = cast(GateNU, self.gates[layer]).parts(x, self.n_tasks, const)
             deltas[layer, t] = delta = parts[layer][t]()
             return delta
 
