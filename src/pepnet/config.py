@@ -464,7 +464,11 @@ class TrainConfig(_Strict):
         "none",
         description="mixed precision: bf16 autocast of the forward pass (CUDA; on CPU it runs but is rarely faster)",
     )
-    compile: bool = Field(False, description="torch.compile the model's dense part (gates and towers)")
+    compile: Literal["auto"] | bool = Field(
+        "auto",
+        description="torch.compile the model's dense part (gates and towers); auto: when a compiler exists "
+        "(a C++ compiler on CPU, Triton on CUDA) and the run trains at least 1000 steps",
+    )
     prefetch: int = Field(
         2,
         ge=0,

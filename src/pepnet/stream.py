@@ -146,6 +146,7 @@ class OnlineRun:
         data = enc.transform(df, training=True) if fitted_on_it else enc.partial_fit(df)
         new_values = sum(len(v) for v in enc.vocabs.values()) - before
         loader = BatchLoader(TensorData(data), tc.batch_size, shuffle=True, seed=seed)
+        self.trainer.compile_for(passes * len(loader))
         self.model.train()
         total, seen = 0.0, 0
         for p in range(passes):

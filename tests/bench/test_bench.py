@@ -44,7 +44,7 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "synthetic", "--set", "data.synthetic.n_rows=3000", "--set", "data.synthetic.n_users=100",
             "--set", "data.synthetic.n_items=300", "--set", "train.eval_batch_size=512", "--set", "model.dropout=0.1",
-            "--batch-size", "256", "--steps", "2", "--repeats", "3", "--warmup", "1", "--threads", "1",
+            "--set", "train.compile=false", "--batch-size", "256", "--steps", "2", "--repeats", "3", "--warmup", "1", "--threads", "1",
             "--json", str(out), "--variant", "plain:", "--variant", "bf16: train.amp=bf16", "--ablations"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output
@@ -52,6 +52,7 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     r = json.loads(out.read_text())
     rows = {row["variant"]: row for row in r["rows"]}
     assert set(rows) == {"plain", "bf16", "reference"} and rows["bf16"]["amp"] == "bf16"
+    assert rows["plain"]["compile"] is False  # train.compile=false is kept; "auto" compiles (tests/train/test_compile)
     assert len(r["load_average_start"]) == 3 and len(r["load_average_end"]) == 3
     if sys.platform.startswith("linux"):  # the CPU time stolen by a hypervisor (0 on bare metal)
         assert 0 <= r["cpu_steal"] < 1 and "stolen by the hypervisor" in res.output

@@ -1,5 +1,6 @@
 """train.compile on CPU: the embedding lookup (sparse row gradients, which inductor cannot compile) stays eager,
-the dense part is compiled, and a compiled training step updates every weight exactly as the eager step does."""
+the dense part is compiled, and a compiled training step updates every weight exactly as the eager step does;
+train.compile=auto compiles long runs and open-ended ones where a compiler exists, and nothing else."""
 from __future__ import annotations
 
 import shutil
@@ -12,14 +13,16 @@ from pepnet.config import ModelConfig, TrainConfig
 from pepnet.data.batches import TensorData
 from pepnet.data.encoder import EncodedData
 from pepnet.nn import ModelLayout, build_model
+from pepnet.train import runtime
+from pepnet.train.runtime import AUTO_COMPILE_STEPS, should_compile
 from pepnet.train.trainer import Trainer
 
-pytestmark = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
-                                reason="torch.compile on CPU needs a C++ compiler")
+needs_compiler = pytest.mark.skipif(not (shutil.which("g++") or shutil.which("c++")),
+                                    reason="torch.compile on CPU needs a C++ compiler")
 N = 32
 
 
-def _trainer(compile_: bool) -> tuple[Trainer, TensorData]:
+def _trainer(compile_: bool | str) -> tuple[Trainer, TensorData]:
     rng = np.random.default_rng(0)
     data = EncodedData(sparse=np.stack([rng.integers(0, 3, N), rng.integers(3, 9, N)], 1),
                        dense=rng.normal(size=(N, 1)).astype(np.float32),
@@ -33,6 +36,7 @@ def _trainer(compile_: bool) -> tuple[Trainer, TensorData]:
     return Trainer(model, cfg, ["a", "b"], log=lambda _: None), TensorData(data)
 
 
+@needs_compiler
 def test_compiled_steps_match_eager_steps():
     (eager, data), (compiled, _) = _trainer(False), _trainer(True)
     assert compiled.forward is not compiled.model  # the compiled view is what the step calls
@@ -45,3 +49,38 @@ def test_compiled_steps_match_eager_steps():
         torch.testing.assert_close(q, p, rtol=1e-4, atol=1e-6, msg=name)
         if p.is_floating_point() and name.startswith("embedding.table"):
             assert not torch.equal(p, before[name])  # the eager lookup's sparse gradient reached Adagrad
+
+
+@pytest.mark.parametrize("has_compiler", [True, False])
+def test_auto_compiles_long_and_open_ended_runs_where_a_compiler_exists(monkeypatch, has_compiler):
+    monkeypatch.setattr(runtime, "compiler_available", lambda device: has_compiler)
+    cpu = torch.device("cpu")
+    assert should_compile("auto", cpu, AUTO_COMPILE_STEPS) is has_compiler
+    assert should_compile("auto", cpu, None) is has_compiler       # a benchmark's steady state
+    assert should_compile("auto", cpu, AUTO_COMPILE_STEPS - 1) is False
+    assert should_compile(True, cpu, 1) is True and should_compile(False, cpu, None) is False
+    assert str(AUTO_COMPILE_STEPS) in TrainConfig.model_fields["compile"].description  # the documented threshold
+
+
+def test_compiler_lookup_follows_cxx(monkeypatch):
+    monkeypatch.setenv("CXX", "no-such-compiler-pepnet")
+    assert not runtime.compiler_available(torch.device("cpu"))
+    monkeypatch.setenv("CXX", "sh")  # any program on PATH
+    assert runtime.compiler_available(torch.device("cpu"))
+
+
+def test_trainer_compile_for_applies_auto_only(monkeypatch):
+    monkeypatch.setattr(runtime, "compiler_available", lambda device: True)
+    trainer, _ = _trainer("auto")
+    assert trainer.forward is trainer.model  # nothing decided before the run's length is known
+    trainer.compile_for(10)
+    assert trainer.forward is trainer.model
+    trainer.compile_for(AUTO_COMPILE_STEPS)
+    assert trainer.forward is not trainer.model  # torch.compile is lazy: nothing is compiled until called
+    compiled = trainer.forward
+    trainer.compile_for(None)
+    assert trainer.forward is compiled  # compiled once
+    off, _ = _trainer(False)
+    off.compile_for(None)
+    assert off.forward is off.model
+    assert TrainConfig().compile == "auto"

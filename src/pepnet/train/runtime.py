@@ -1,9 +1,14 @@
 """The process's training runtime: seeds and threads (:func:`seed_everything`), the random states a checkpoint
 keeps (:func:`rng_state`, :func:`set_rng_state`), the device
-(:func:`resolve_device`) and the error that stops training (:class:`TrainingError`)."""
+(:func:`resolve_device`), whether to compile (:func:`should_compile`) and the error that stops training
+(:class:`TrainingError`)."""
 from __future__ import annotations
 
+import importlib.util
+import os
 import random
+import shutil
+import sys
 from typing import cast
 
 import numpy as np
@@ -55,4 +60,29 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-__all__ = ["TrainingError", "resolve_device", "rng_state", "seed_everything", "set_rng_state"]
+# train.compile=auto compiles runs of at least this many optimiser steps: compiling costs ~20 s on a 2-core CPU,
+# which a step made 1.1-1.25x faster earns back after several hundred steps (BENCHMARKS.md, CPU)
+AUTO_COMPILE_STEPS = 1000
+
+
+def compiler_available(device: torch.device) -> bool:
+    """Whether torch.compile (inductor) can generate code for ``device``: the C++ compiler it calls on CPU
+    (``$CXX``, else g++, clang++ on macOS), Triton on CUDA."""
+    if device.type == "cuda":
+        return importlib.util.find_spec("triton") is not None
+    if device.type == "cpu":
+        return shutil.which(os.environ.get("CXX") or ("clang++" if sys.platform == "darwin" else "g++")) is not None
+    return False
+
+
+def should_compile(setting: bool | str, device: torch.device, steps: int | None) -> bool:
+    """``train.compile`` for a run of ``steps`` optimiser steps (None: open-ended, e.g. a benchmark's steady
+    state): true and false as given; ``auto`` when a compiler exists for the device and the run is long enough to
+    earn the compile time back (:data:`AUTO_COMPILE_STEPS`)."""
+    if setting != "auto":
+        return bool(setting)
+    return (steps is None or steps >= AUTO_COMPILE_STEPS) and compiler_available(device)
+
+
+__all__ = ["AUTO_COMPILE_STEPS", "TrainingError", "compiler_available", "resolve_device", "rng_state",
+           "seed_everything", "set_rng_state", "should_compile"]

@@ -23,7 +23,7 @@ from .checkpoint import CheckpointError, load_checkpoint, load_state, save_check
 from .distributed import DistContext, broadcast_parameters, sync_gradients
 from .loss import masked_bce
 from .optim import make_optimizers
-from .runtime import TrainingError, resolve_device, rng_state, set_rng_state
+from .runtime import TrainingError, resolve_device, rng_state, set_rng_state, should_compile
 from .sharded import ShardedEmbeddings
 
 CHECKPOINT = "checkpoint.pt"
@@ -101,8 +101,11 @@ class Trainer:
         self.weights = torch.tensor(task_weights or [1.0] * len(task_names), dtype=torch.float32, device=self.device)
         # bf16 autocast of the forward pass (train.amp); the loss is computed in float32
         self.amp_dtype = torch.bfloat16 if cfg.amp == "bf16" else None
-        # torch.compile'd view of the same module (train.compile); self.model keeps the plain state_dict
-        self.forward = torch.compile(self.model) if cfg.compile else self.model
+        # torch.compile'd view of the same module (train.compile; "auto" is decided by compile_for once the
+        # length of the run is known); self.model keeps the plain state_dict
+        self.forward: Callable[..., torch.Tensor] = self.model
+        if cfg.compile is True:
+            self.forward = torch.compile(self.model)
         self.run_dir = Path(run_dir) if run_dir else None
         self.state = TrainState()
         # the dense weights' optimisers (Adam): train.lr_schedule sets their rate; train.ema_decay averages
@@ -112,6 +115,16 @@ class Trainer:
             [p for o in self.dense_optimizers for g in o.param_groups for p in g["params"]] if cfg.ema_decay > 0 else []
         )
         self.ema = [p.detach().clone() for p in self.ema_params]
+
+    def compile_for(self, steps: int | None) -> None:
+        """Apply ``train.compile=auto`` to a run of ``steps`` optimiser steps (None: open-ended): compile the
+        model's dense part when :func:`~pepnet.train.runtime.should_compile` says it pays (never for TorchRec's
+        sharded module, which is compiled only when asked)."""
+        cfg = self.cfg
+        if (cfg.compile == "auto" and self.forward is self.model and self.sharded is None
+                and should_compile(cfg.compile, self.device, steps)):
+            self.log(f"train.compile=auto: compiling the dense part for {steps or 'an open-ended number of'} steps")
+            self.forward = torch.compile(self.model)
 
     # ------------------------------------------------------------------ checkpoints
     def save(self) -> None:
@@ -254,6 +267,7 @@ class Trainer:
             train = train.to(self.device)
         loader = self.dist.loader(train, cfg.batch_size, cfg.seed)
         total_steps = cfg.epochs * len(loader)
+        self.compile_for(total_steps - st.epoch * len(loader) - st.batch)
         prefetch = cfg.prefetch > 0 and self.device.type == "cuda" and train.sparse.device.type == "cpu"
         while st.epoch < cfg.epochs and not st.stopped:
             started = time.perf_counter()
