@@ -34,7 +34,8 @@ def main() -> None:
     prep = prepare(cfg, log=lambda _: None)
     data = TensorData(prep.encoded["train"])
     layout = layout_from_encoder(prep.encoder, cfg.model, len(prep.encoded["train"].domain_names))
-    trainer = Trainer(build_model(layout, cfg.model), cfg.train, list(layout.tasks), log=lambda _: None)
+    trainer = Trainer(build_model(layout, cfg.model), cfg.train, list(layout.tasks), log=print)
+    trainer.compile_for(None)  # the steady state, as pepnet bench: train.compile=auto compiles where it can
     dev = trainer.device
     if cfg.train.data_on_device:
         data = data.to(dev)

@@ -357,16 +357,16 @@ def format_table(result: dict) -> str:
              f"parameters {result['parameters']:,}, peak RSS {result['peak_rss_mib']:,.0f} MiB"
              + (f", peak GPU {result['peak_gpu_mib']:,.0f} MiB" if result.get("peak_gpu_mib") else "")]
     pct, x2 = (lambda v: f"{v:.0%}"), (lambda v: f"{v:.2f}x")
-    cols = [("variant", 13), ("batch", 6), ("train/s", 22), ("of bound", 16), ("infer/s", 22), ("of bound", 16),
-            ("train vs ref", 20), ("infer vs ref", 20), ("matmul FLOPs/sample", 20)]
+    cols = [("variant", 13), ("batch", 6), ("compiled", 9), ("train/s", 22), ("of bound", 16), ("infer/s", 22),
+            ("of bound", 16), ("train vs ref", 20), ("infer vs ref", 20), ("matmul FLOPs/sample", 20)]
     head = " ".join(f"{n:<{w}}" for n, w in cols)
     lines += ["", head, "-" * len(head)]
     for r in result["rows"]:
         if "error" in r:
             lines.append(f"{r['variant']:<13} {r['batch_size']:<6} failed: {r['error'][:200]}")
             continue
-        cells = [r["variant"], str(r["batch_size"]), _cell(r, "train_sps", _si),
-                 _cell(r, "train_fraction_of_bound", pct),
+        cells = [r["variant"], str(r["batch_size"]), "yes" if r.get("compile") else "no",
+                 _cell(r, "train_sps", _si), _cell(r, "train_fraction_of_bound", pct),
                  _cell(r, "infer_sps", _si), _cell(r, "infer_fraction_of_bound", pct),
                  _cell(r, "train_vs_reference", x2), _cell(r, "infer_vs_reference", x2),
                  f"{_si(r['train_flops_per_sample'])} / {_si(r['infer_flops_per_sample'])}"]
@@ -374,7 +374,8 @@ def format_table(result: dict) -> str:
     lines.append(f"median [interquartile range] over {result['repeats']} interleaved rounds of {result['steps']} "
                  "steps; train/s, infer/s: samples/s; of bound: samples/s over the rate a step would reach doing only "
                  "its own matrix products (timed in the same round); vs ref: over the reference implementation "
-                 "in the same round; matmul FLOPs/sample: training / inference")
+                 "in the same round; matmul FLOPs/sample: training / inference; compiled: torch.compile'd dense "
+                 "part (train.compile, auto: where a compiler exists)")
     if "ablations" in result:
         lines += ["", "ablations (median ms per step at the bench batch size):"]
         for a in result["ablations"]:

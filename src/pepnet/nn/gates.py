@@ -59,10 +59,10 @@ class GateNU(nn.Module):
               const: torch.Tensor | None = None) -> list[Callable[[], torch.Tensor]]:
         """The gate output of x float [B, in_dim] (or of x and const, as in :meth:`first_layer`) in n parts, each
         computed when its function is called: part s, float [B, w], equals ``forward(x).view(B, n_parts, w)[:, s]``.
-        With one group per part
-        (``groups == n_parts``) part s is group s (w = out_dim); with one group (the paper's split gate) it is
-        columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run at once (one GEMM);
-        computing the second layer one part at a time lets task tower s use its gate while it is in cache."""
+        With one group per part (``groups == n_parts``) part s is group s (w = out_dim); with one group (the
+        paper's split gate) it is columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run
+        at once (one GEMM); computing the second layer one part at a time lets task tower s use its gate while it is
+        in cache."""
         h = self.first_layer(x, const)
         operands: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
         if self.groups == n_parts:
