@@ -42,14 +42,18 @@ class FastDropout(nn.Module):
         self.scale = _LEVELS / (_LEVELS - self.dropped)
 
     def mask(self, x: torch.Tensor) -> torch.Tensor:
-        """float [x.shape]: 0 where dropped, ``scale`` where kept (a fresh draw for every call)."""
+        """float [x.shape]: 0 where dropped, ``scale`` where kept (a fresh draw for every call; x's values are not
+        read)."""
         levels = uniform_int16(x.detach())
         return (levels >= self.dropped - _LEVELS // 2).to(torch.float32).mul_(self.scale)
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor, like: torch.Tensor | None = None) -> torch.Tensor:
+        """``like`` (optional): a tensor of x's shape already in memory (the pre-activation of ``x = relu(z)``, say),
+        whose values are not read: the random draw is made for it rather than for x, so that a compiled graph need
+        not write x out for the draw and can fuse x into the product with the mask."""
         if not self.training or self.dropped == 0:
             return x
-        return x * self.mask(x).to(x.dtype)
+        return x * self.mask(x if like is None else like).to(x.dtype)
 
     def extra_repr(self) -> str:
         return f"p={self.p}"

@@ -46,7 +46,7 @@ class TaskTowers(nn.Module):
             bound = 1.0 / math.sqrt(w.shape[1])  # nn.Linear's default, per task slice
             nn.init.uniform_(w, -bound, bound)
             nn.init.uniform_(b, -bound, bound)
-        self.dropout = FastDropout(dropout) if dropout > 0 else nn.Identity()
+        self.dropout = FastDropout(dropout)
         self.tasks: tuple[int, ...] = tuple(range(n_tasks))  # the towers forward runs, in output order
 
     def select_tasks(self, tasks: Sequence[int]) -> None:
@@ -86,7 +86,7 @@ class TaskTowers(nn.Module):
                     if g is not None and self.gate_on == "input":
                         h = h * g
                     z = torch.addmm(biases[layer][t], h, weights[layer][t])
-                h = self.dropout(torch.relu(z))
+                h = self.dropout(torch.relu(z), z)  # the draw is made for z, in memory already
                 if g is not None and self.gate_on == "output":
                     h = h * g
             if gate is not None and self.gate_output_layer:
