@@ -77,7 +77,7 @@ def test_baselines_read_fields_that_only_a_prior_group_holds(name):
     layout = ModelLayout(**{**LAYOUT.__dict__, "groups": {**LAYOUT.groups, "general": [1, 2, 3, 4]}})
     torch.manual_seed(0)
     model = build_model(layout, cfg(name)).eval()
-    assert model.input.input_idx.tolist() == [1, 2, 3, 4, 0]
+    assert model.input.fields.fields == (1, 2, 3, 4, 0)
     sparse, dense = batch()
     other = sparse.clone()
     other[:, 0] = sparse[:, 0] % 9 + 1  # another known user on every row
@@ -142,8 +142,8 @@ def grads_of_general_embeddings_through_gates(stop_gradient: bool) -> torch.Tens
     model = build_model(LAYOUT, cfg("pepnet", stop_gradient=stop_gradient))
     sparse, dense = batch()
     emb = model.embedding(sparse, dense)
-    general = emb.index_select(1, model.general_idx)
-    _, delta = model.epnet(general, emb.index_select(1, model.domain_idx).detach())  # gradient via E only
+    general = model.general(emb)
+    _, delta = model.epnet(general, model.domain_side(emb).detach())  # gradient via E only
     delta.sum().backward()
     return model.embedding.table.weight.grad
 
@@ -171,7 +171,7 @@ def test_stop_gradient_on_ppnet_gate_input():
     ("gate_hidden", 7, lambda m, g: m.epnet.gate.hidden == 7 and all(x.hidden == 7 for x in m.ppnet.gates)),
     ("ppnet_gate_on", "output", lambda m, g: [x.shape[-1] for k, x in g.items() if k.startswith("ppnet")] == [8, 6]),
     ("ppnet_gate_mode", "per_task", lambda m, g: all(x.groups == 2 for x in m.ppnet.gates)),
-    ("ppnet_priors", ["user_prior"], lambda m, g: m.prior_idx.tolist() == [0]),
+    ("ppnet_priors", ["user_prior"], lambda m, g: m.prior.fields == (0,)),
 ])
 def test_ablation_flag_changes_its_computation(flag, value, check):
     torch.manual_seed(0)

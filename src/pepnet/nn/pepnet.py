@@ -7,6 +7,7 @@ from torch import nn
 from ..config import ModelConfig
 from .embedding import FeatureEmbedding
 from .epnet import EPNet
+from .fields import FieldSelect
 from .layout import ModelLayout
 from .ppnet import PPNet
 from .towers import TaskTowers
@@ -18,21 +19,15 @@ class PEPNet(nn.Module):
     ``use_epnet=False`` gives the PPNet-only ablation (O_ep = E); ``use_ppnet=False`` the
     EPNet-only ablation (plain task towers on O_ep).
     """
-    general_idx: torch.Tensor  # buffer (register_buffer)
-    domain_idx: torch.Tensor  # buffer (register_buffer)
-    prior_idx: torch.Tensor  # buffer (register_buffer)
-
     def __init__(self, layout: ModelLayout, cfg: ModelConfig, use_epnet: bool = True, use_ppnet: bool = True):
         super().__init__()
         d = cfg.embedding_dim
         self.layout = layout
         self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, oov_dropout=layout.oov_dropout)
-        self.register_buffer("general_idx", torch.tensor(layout.group("general"), dtype=torch.long), persistent=False)
-        self.register_buffer(
-            "domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False
-        )
+        self.general = FieldSelect(layout.group("general"))          # E
+        self.domain_side = FieldSelect(layout.group("domain_side"))  # E(F_d)
         prior = [i for g in cfg.ppnet_priors for i in layout.group(g)]
-        self.register_buffer("prior_idx", torch.tensor(prior, dtype=torch.long), persistent=False)
+        self.prior = FieldSelect(prior)                               # E(F_u) ++ E(F_i) ++ E(F_a)
         n_general = len(layout.group("general"))
         self.epnet = (
             EPNet(
@@ -72,15 +67,15 @@ class PEPNet(nn.Module):
         """Logits [B, T] and the gate outputs: ``epnet`` [B, Fg, d|1], ``ppnet.l`` [B, T, w_l] (those of PPNet
         only ``with_gates``: stacking them costs a copy that training does not need)."""
         emb = self.embedding(sparse, dense)  # [B, F, d]
-        general = emb.index_select(1, self.general_idx)  # E: [B, Fg, d]
+        general = self.general(emb)  # E: [B, Fg, d]
         gates: dict[str, torch.Tensor] = {}
         if self.epnet is not None:
-            o_ep, gates["epnet"] = self.epnet(general, emb.index_select(1, self.domain_idx))
+            o_ep, gates["epnet"] = self.epnet(general, self.domain_side(emb))
         else:
             o_ep = general
         o_ep = o_ep.flatten(1)  # [B, Fg * d]
         if self.ppnet is not None:
-            prior = emb.index_select(1, self.prior_idx).flatten(1)  # [B, P * d]
+            prior = self.prior(emb).flatten(1)  # [B, P * d]
             logits, deltas = self.ppnet(o_ep, prior, with_gates)
             gates.update({f"ppnet.{i}": g for i, g in enumerate(deltas)})
         else:

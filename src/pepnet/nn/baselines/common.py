@@ -11,6 +11,7 @@ from torch import nn
 
 from ...config import ModelConfig
 from ..embedding import FeatureEmbedding
+from ..fields import FieldSelect
 from ..layout import GROUPS, ModelLayout
 
 
@@ -43,13 +44,11 @@ class EmbeddedInput(nn.Module):
 
     forward(sparse int64 [B, Fs], dense float32 [B, Fd]) -> float [B, Fin * d] (the fields, flattened).
     """
-    input_idx: torch.Tensor  # buffer (register_buffer)
-
     def __init__(self, layout: ModelLayout, dim: int):
         super().__init__()
         self.embedding = FeatureEmbedding(layout.num_embeddings, layout.n_dense, dim, oov_dropout=layout.oov_dropout)
         idx = list(dict.fromkeys(i for g in GROUPS for i in layout.group(g)))
-        self.register_buffer("input_idx", torch.tensor(idx, dtype=torch.long), persistent=False)
+        self.fields = FieldSelect(idx)
         self.out_dim = len(idx) * dim
 
     def embed(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
@@ -58,7 +57,7 @@ class EmbeddedInput(nn.Module):
 
     def select(self, emb: torch.Tensor) -> torch.Tensor:
         """float [B, F, d] -> the input fields, float [B, Fin * d]."""
-        return emb.index_select(1, self.input_idx).flatten(1)
+        return self.fields(emb).flatten(1)
 
     def forward(self, sparse: torch.Tensor, dense: torch.Tensor) -> torch.Tensor:
         return self.select(self.embed(sparse, dense))

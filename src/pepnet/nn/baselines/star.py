@@ -13,6 +13,7 @@ import torch
 from torch import nn
 
 from ...config import ModelConfig
+from ..fields import FieldSelect
 from ..layout import ModelLayout
 from ..towers import TaskTowers
 from .common import EmbeddedInput, model_options, split_units
@@ -120,8 +121,6 @@ class STAR(nn.Module):
 
     ``logits = towers(StarFCN(PN(E), p)) + aux_towers(E(F_d))`` where p is the row's domain (layout.domain_field).
     """
-    domain_idx: torch.Tensor  # buffer (register_buffer)
-
     def __init__(self, layout: ModelLayout, cfg: ModelConfig):
         super().__init__()
         if layout.domain_field is None:
@@ -131,9 +130,7 @@ class STAR(nn.Module):
         self.layout = layout
         n_parts = layout.n_domains + 1
         self.input = EmbeddedInput(layout, cfg.embedding_dim)
-        self.register_buffer(
-            "domain_idx", torch.tensor(layout.group("domain_side"), dtype=torch.long), persistent=False
-        )
+        self.domain_side = FieldSelect(layout.group("domain_side"))
         self.pn = PartitionedNorm(self.input.out_dim, n_parts, float(opts["pn_momentum"]))
         self.fcn = StarFCN(self.input.out_dim, units, n_parts, cfg.dropout)
         self.towers = TaskTowers(units[-1], tower, layout.n_tasks, cfg.dropout)
@@ -145,7 +142,7 @@ class STAR(nn.Module):
         domain = domain_index(sparse, self.layout)
         emb = self.input.embed(sparse, dense)
         main = self.towers(self.fcn(self.pn(self.input.select(emb), domain), domain))
-        return main + self.aux(emb.index_select(1, self.domain_idx).flatten(1))
+        return main + self.aux(self.domain_side(emb).flatten(1))
 
     def embedding_parameters(self) -> list[torch.Tensor]:
         return self.input.embedding_parameters()
