@@ -288,7 +288,10 @@ def test_memory_plan_counts_the_real_model(name):
     assert (plan.embedding_params, plan.dense_params) == (emb, dense)
     assert plan.embedding_params == 1000 * 8 + 1 * 8  # table + one vector per dense field
     assert plan.embedding_bytes == emb * FLOAT * 2 and plan.dense_bytes == dense * FLOAT * 4
-    assert plan.sparse_grad_bytes == 100 * 3 * (8 * 4 + 8)
+    # 1,000 rows <= 8 x 300 gradient rows: on CPU RowWiseAdagrad applies a dense gradient of the whole table
+    assert plan.sparse_grad_bytes == 100 * 3 * (8 * 4 + 8) + 1000 * 8 * 4
+    small_batch = plan_memory(LAYOUT, mcfg, TrainConfig(batch_size=10), torch.device("cpu"))
+    assert small_batch.sparse_grad_bytes == 10 * 3 * (8 * 4 + 8)  # 1,000 > 8 x 30 rows: the row-wise update
     assert plan.total_bytes == plan.embedding_bytes + plan.dense_bytes + plan.sparse_grad_bytes + plan.checkpoint_bytes
     assert plan.available_source == "available RAM (psutil)" and plan.available_bytes > 0 and plan.fits
     with_data = plan_memory(LAYOUT, mcfg, tcfg, torch.device("cpu"), data_bytes=10**6)  # train.data_on_device on a GPU

@@ -3,9 +3,10 @@
 Tower t owns slice t of every weight tensor: no two tasks share a weight. The towers run one after the other,
 each through all its layers, so that a tower's activations ([B, w], a few MB) stay in the CPU's cache between
 the GEMM, the ReLU, the dropout and the gate product; all T towers stacked ([T, B, w]) outgrow it and every
-element-wise pass goes to memory (``pepnet bench --ablations`` times both). Where every tower reads the same
-input (the first layer, unless a gate scales its input), the T first layers run as one GEMM against the weights
-laid side by side ([in, T * w]).
+element-wise pass goes to memory (``pepnet bench --ablations`` times both). For the same reason the first layers
+are T GEMMs, not one against the weights laid side by side ([in, T * w]), even where every tower reads the same
+input: that GEMM's [B, T * w] output left the cache (matched config of BENCHMARKS.md, batch 4096: inference 2%
+and training 1-2% slower with it, in-process A/B).
 """
 from __future__ import annotations
 
@@ -66,26 +67,14 @@ class TaskTowers(nn.Module):
     def forward(self, x: torch.Tensor, gate: Callable[[int, int], torch.Tensor] | None = None) -> torch.Tensor:
         weights = [w.unbind(0) for w in self.weights]                  # per layer: T x [in, out]
         biases = [b.unbind(0) for b in self.biases]                    # per layer: T x [1, out]
-        shared = {}
-        if x.dim() == 2 and (gate is None or self.gate_on == "output"):  # every first layer reads x: one GEMM
-            _, fan_in, width = self.weights[0].shape
-            w0, b0 = self.weights[0], self.biases[0]
-            if self.tasks != tuple(range(self.n_tasks)):
-                w0, b0 = w0[list(self.tasks)], b0[list(self.tasks)]
-            w0 = w0.permute(1, 0, 2).reshape(fan_in, -1)
-            shared = dict(zip(self.tasks, torch.addmm(b0.reshape(-1), x, w0).split(width, dim=1),
-                              strict=True))  # task -> [B, width]
         logits = []
         for t in self.tasks:
             h = x if x.dim() == 2 else x[t]
             for layer in range(len(weights)):
                 g = gate(layer, t) if gate is not None else None
-                if shared and layer == 0:
-                    z = shared[t]
-                else:
-                    if g is not None and self.gate_on == "input":
-                        h = h * g
-                    z = torch.addmm(biases[layer][t], h, weights[layer][t])
+                if g is not None and self.gate_on == "input":
+                    h = h * g
+                z = torch.addmm(biases[layer][t], h, weights[layer][t])
                 h = self.dropout(torch.relu(z), z)  # the draw is made for z, in memory already
                 if g is not None and self.gate_on == "output":
                     h = h * g

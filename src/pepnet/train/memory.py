@@ -5,7 +5,9 @@ which is already loaded when the check runs, come on top):
 
 * embedding parameters (the fused table and the dense-field vectors), trained with Adagrad:
   weights + Adagrad's accumulated squares = ``rows x dim x 4 bytes x 2``, plus the row-wise (sparse)
-  gradient of one batch (``batch_size x sparse fields x dim`` values and their int64 row indices);
+  gradient of one batch (``batch_size x sparse fields x dim`` values and their int64 row indices) and, on CPU
+  for a table of at most ``RowWiseAdagrad.whole_table_ratio`` times that many rows, the dense gradient of the
+  whole table that RowWiseAdagrad applies there (``rows x dim x 4 bytes``);
 * every other (dense) parameter, trained with Adam: weights + gradients + two moments = ``params x 4 bytes x 4``;
 * one in-memory copy of weights and optimiser state while a checkpoint is serialised;
 * the encoded training split when it is moved to the training device (``train.data_on_device`` on a GPU).
@@ -23,6 +25,7 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..nn import ModelLayout, build_model
 from .runtime import TrainingError
+from .sparse_adagrad import RowWiseAdagrad
 
 FLOAT = 4   # bytes of a float32 value
 INDEX = 8   # bytes of an int64 row index
@@ -42,7 +45,7 @@ class MemoryPlan:
     embedding_params: int
     dense_params: int
     embedding_bytes: int     # weights + Adagrad state
-    sparse_grad_bytes: int   # one batch's row-wise gradient
+    sparse_grad_bytes: int   # one batch's row-wise gradient (and the whole table's, where RowWiseAdagrad uses it)
     dense_bytes: int         # weights + gradients + Adam's two moments
     checkpoint_bytes: int    # serialised copy of weights + optimiser state
     data_bytes: int          # training split held on the device (train.data_on_device), else 0
@@ -115,7 +118,10 @@ def plan_memory(
     n_emb = sum(p.numel() for p in emb)
     n_dense = sum(p.numel() for p in model.parameters() if id(p) not in emb_ids)
     dim = model_cfg.embedding_dim
-    sparse_grad = train_cfg.batch_size * layout.n_sparse * (dim * FLOAT + INDEX)
+    grad_rows = train_cfg.batch_size * layout.n_sparse
+    sparse_grad = grad_rows * (dim * FLOAT + INDEX)
+    if device.type == "cpu" and layout.num_embeddings <= RowWiseAdagrad.whole_table_ratio * grad_rows:
+        sparse_grad += layout.num_embeddings * dim * FLOAT  # the whole table's gradient (RowWiseAdagrad, small tables)
     available, source = available_memory(train_cfg, device)
     return MemoryPlan(
         embedding_rows=layout.num_embeddings,
