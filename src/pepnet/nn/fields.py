@@ -13,7 +13,7 @@ class FieldSelect(nn.Module):
     Taken as slices of consecutive fields joined by one ``cat``, not by ``index_select``: a slice's backward adds its
     gradient into a fixed range, where index_select's backward is an ``index_add`` that a compiled graph runs with
     atomic adds (bundled Ciao config, batch 1024: 1.2 ms of a 54 ms training step for its three groups, against
-    0.3 ms for the slices' forward and backward).
+    0.55 ms for the slices' forward and backward).
     """
 
     def __init__(self, fields: Sequence[int]):
