@@ -15,8 +15,8 @@ def test_same_updates_as_torch_adagrad_with_repeated_rows(route, monkeypatch):
     ours_emb.load_state_dict(ref_emb.state_dict())
     ref_vec, ours_vec = torch.nn.Parameter(torch.randn(3, 4)), None
     ours_vec = torch.nn.Parameter(ref_vec.detach().clone())
-    ref = torch.optim.Adagrad([ref_emb.weight, ref_vec], lr=0.3, lr_decay=0.01)
-    ours = RowWiseAdagrad([ours_emb.weight, ours_vec], lr=0.3, lr_decay=0.01)
+    ref = torch.optim.Adagrad([ref_emb.weight, ref_vec], 0.3, lr_decay=0.01)
+    ours = RowWiseAdagrad([ours_emb.weight, ours_vec], 0.3, lr_decay=0.01)  # torch's signature, lr positional
     ours.whole_table_ratio = 0 if route == "rows" else 10**9       # 50 rows, 40 gradient rows a step
     called = []
     for name in ("_rows_update", "_dense_update"):

@@ -32,8 +32,8 @@ class RowWiseAdagrad(torch.optim.Adagrad):
 
     whole_table_ratio = 8
 
-    def __init__(self, params, **kwargs):
-        super().__init__(params, **kwargs)
+    def __init__(self, params, *args, **kwargs):  # torch.optim.Adagrad's arguments
+        super().__init__(params, *args, **kwargs)
         self._table_buffers: dict[torch.Tensor, torch.Tensor] = {}  # parameter -> its dense gradient (small tables)
 
     @torch.no_grad()
