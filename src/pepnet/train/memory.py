@@ -6,7 +6,7 @@ which is already loaded when the check runs, come on top):
 * embedding parameters (the fused table and the dense-field vectors), trained with Adagrad:
   weights + Adagrad's accumulated squares = ``rows x dim x 4 bytes x 2``, plus the row-wise (sparse)
   gradient of one batch (``batch_size x sparse fields x dim`` values and their int64 row indices) and, on CPU
-  for a table of at most ``RowWiseAdagrad.whole_table_ratio`` times that many rows, the dense gradient of the
+  for a table of at most ``WHOLE_TABLE_RATIO`` (8) times that many rows, the dense gradient of the
   whole table that RowWiseAdagrad applies there (``rows x dim x 4 bytes``);
 * every other (dense) parameter, trained with Adam: weights + gradients + two moments = ``params x 4 bytes x 4``;
 * one in-memory copy of weights and optimiser state while a checkpoint is serialised;
@@ -25,7 +25,7 @@ import torch
 from ..config import ModelConfig, TrainConfig
 from ..nn import ModelLayout, build_model
 from .runtime import TrainingError
-from .sparse_adagrad import RowWiseAdagrad
+from .sparse_adagrad import takes_whole_table
 
 FLOAT = 4   # bytes of a float32 value
 INDEX = 8   # bytes of an int64 row index
@@ -120,7 +120,7 @@ def plan_memory(
     dim = model_cfg.embedding_dim
     grad_rows = train_cfg.batch_size * layout.n_sparse
     sparse_grad = grad_rows * (dim * FLOAT + INDEX)
-    if device.type == "cpu" and layout.num_embeddings <= RowWiseAdagrad.whole_table_ratio * grad_rows:
+    if takes_whole_table(layout.num_embeddings, grad_rows, device):
         sparse_grad += layout.num_embeddings * dim * FLOAT  # the whole table's gradient (RowWiseAdagrad, small tables)
     available, source = available_memory(train_cfg, device)
     return MemoryPlan(

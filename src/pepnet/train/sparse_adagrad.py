@@ -21,6 +21,14 @@ from __future__ import annotations
 
 import torch
 
+WHOLE_TABLE_RATIO = 8
+
+
+def takes_whole_table(rows: int, grad_rows: int, device: torch.device, ratio: float = WHOLE_TABLE_RATIO) -> bool:
+    """Whether RowWiseAdagrad applies a sparse gradient of ``grad_rows`` rows on a table of ``rows`` rows on
+    ``device`` to the whole table (see :class:`RowWiseAdagrad`; the memory plan asks the same question)."""
+    return device.type == "cpu" and rows <= ratio * grad_rows
+
 
 class RowWiseAdagrad(torch.optim.Adagrad):
     """Drop-in ``torch.optim.Adagrad`` with a faster update for sparse gradients (see module docstring).
@@ -30,7 +38,7 @@ class RowWiseAdagrad(torch.optim.Adagrad):
     to about 15 times as many rows, and 5 times slower at 50 times). On other devices (not measured) every table
     takes the row-wise route."""
 
-    whole_table_ratio = 8
+    whole_table_ratio = WHOLE_TABLE_RATIO
 
     def __init__(self, params, *args, **kwargs):  # torch.optim.Adagrad's arguments
         super().__init__(params, *args, **kwargs)
@@ -54,7 +62,7 @@ class RowWiseAdagrad(torch.optim.Adagrad):
                     if wd != 0:
                         raise RuntimeError("weight_decay is not supported with sparse gradients")
                     idx, vals = grad._indices()[0], grad._values()
-                    if p.device.type != "cpu" or p.shape[0] > self.whole_table_ratio * idx.numel():
+                    if not takes_whole_table(p.shape[0], idx.numel(), p.device, self.whole_table_ratio):
                         self._rows_update(p, idx, vals, acc, self._lr(group, state["step"]), eps)
                         continue
                     grad = self._table_buffer(p).zero_().index_add_(0, idx, vals)   # rows outside the batch: 0
