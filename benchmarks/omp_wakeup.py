@@ -5,9 +5,11 @@ OMP_WAIT_POLICY=PASSIVE python benchmarks/omp_wakeup.py     # the waiting thread
 OMP_WAIT_POLICY=ACTIVE python benchmarks/omp_wakeup.py      # it spins
 python benchmarks/omp_wakeup.py                             # libgomp's default: spins a while, then sleeps
 """
+
 import os
 import statistics
 import time
+from functools import partial
 
 import torch
 
@@ -27,4 +29,4 @@ torch.set_num_threads(2)
 print(f"OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '(unset)')}, {torch.get_num_threads()} threads")
 for n, how in ((65_536, "parallel region"), (16_384, "calling thread only")):
     a, b = torch.randn(n), torch.randn(n)
-    print(f"add_ of {n:,} floats ({how}): {median_us(lambda: a.add_(b)):.1f} us")
+    print(f"add_ of {n:,} floats ({how}): {median_us(partial(a.add_, b)):.1f} us")
