@@ -12,21 +12,16 @@ import argparse
 import json
 from pathlib import Path
 
+from pepnet.bench.core import FIGURE_FORMATS, format_spread
+
+# the figures, written as the bench writes them (FIGURE_FORMATS), with their column labels
 FIGURES = (("train_sps", "train samples/s"), ("train_fraction_of_bound", "of bound"),
            ("infer_sps", "inference samples/s"), ("infer_fraction_of_bound", "of bound"),
            ("train_vs_reference", "training vs reference"), ("infer_vs_reference", "inference vs reference"))
 
 
-def fmt(key: str, x: float) -> str:
-    if key.endswith("_sps"):
-        return f"{x / 1e3:.2f}k"
-    if "fraction" in key:
-        return f"{100 * x:.0f}%"
-    return f"{x:.2f}x"
-
-
 def cell(key: str, s: dict) -> str:
-    return f"{fmt(key, s['median'])} [{fmt(key, s['q1'])}–{fmt(key, s['q3'])}]"
+    return format_spread(s, key, dash="–")
 
 
 def reported(key: str, spreads: list[dict]) -> str:
@@ -35,7 +30,8 @@ def reported(key: str, spreads: list[dict]) -> str:
     if agree:
         return cell(key, spreads[-1])
     lo, hi = min(s["median"] for s in spreads), max(s["median"] for s in spreads)
-    return f"{fmt(key, lo)}–{fmt(key, hi)} ({len(spreads)} runs)"
+    fmt = FIGURE_FORMATS[key]
+    return f"{fmt(lo, hi)}–{fmt(hi, hi)} ({len(spreads)} runs)"
 
 
 def main() -> None:

@@ -54,3 +54,15 @@ def test_table_from_bench_json(tmp_path, capsys, monkeypatch):
     assert reported[2] == "**1.00k–2.00k (2 runs)**"   # train samples/s moved: a range
     assert reported[-1] == "**1.30x [1.20x–1.40x]** |"  # the ratio agreed: the latest median [IQR]
     assert lines[7].endswith("|  |  |")                 # the reference has no ratio to itself
+
+
+def test_cells_write_figures_as_the_bench_does_in_the_medians_unit():
+    t = _module()
+    from pepnet.bench.core import format_spread
+
+    s = {"median": 3.79e6, "q1": 0.98e6, "q3": 4.1e6}
+    assert t.cell("train_sps", s) == "3.79M [0.98M–4.10M]"        # one unit per cell, millions as M
+    assert format_spread(s, "train_sps") == "3.79M [0.98M-4.10M]"  # the bench's own table: a hyphen
+    assert t.cell("infer_fraction_of_bound", {"median": 0.86, "q1": 0.79, "q3": 1.04}) == "86% [79%–104%]"
+    assert t.reported("train_sps", [{"median": 980.0, "q1": 970.0, "q3": 990.0},
+                                    {"median": 1500.0, "q1": 1400.0, "q3": 1600.0}]) == "0.98k–1.50k (2 runs)"

@@ -327,21 +327,46 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
     return result
 
 
-def _si(x: float | None, unit: str = "") -> str:
+def si(x: float | None, unit: str = "", like: float | None = None) -> str:
+    """``x`` with an SI suffix and two decimals (16.06k, 3.79M), or ``-`` for a missing figure; the suffix is
+    the one ``like`` would get (so that the figures of one cell share it), by default ``x``'s."""
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
         return "-"
+    scale = abs(x if like is None else like)
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
-        if abs(x) >= div:
+        if scale >= div:
             return f"{x / div:.2f}{suffix}{unit}"
     return f"{x:.1f}{unit}"
 
 
-def _cell(r: dict, key: str, fmt: Callable[[float], str]) -> str:
-    """``median [q1-q3]`` of a summarised figure, or ``-``."""
-    v = r.get(key)
-    if v is None:
-        return "-"
-    return f"{fmt(v['median'])} [{fmt(v['q1'])}-{fmt(v['q3'])}]"
+def _count(x: float, like: float | None = None) -> str:
+    return si(x, like=like)
+
+
+def _percent(x: float, like: float | None = None) -> str:
+    return f"{x:.0%}"
+
+
+def _times(x: float, like: float | None = None) -> str:
+    return f"{x:.2f}x"
+
+
+# how each summarised figure of a result row is written, as fmt(x, like): x in the unit ``like`` would get
+# (the bench's table, benchmarks/cpu_tables.py)
+FIGURE_FORMATS: dict[str, Callable[[float, float | None], str]] = {
+    "train_sps": _count, "train_fraction_of_bound": _percent, "infer_sps": _count, "infer_fraction_of_bound": _percent,
+    "train_vs_reference": _times, "infer_vs_reference": _times}
+
+
+def format_spread(summary: dict, key: str, dash: str = "-") -> str:
+    """``median [q1-q3]`` of the figure ``key`` summarised by :func:`spread`, written as :data:`FIGURE_FORMATS`
+    says, all three in the median's unit; ``dash`` between the quartiles."""
+    fmt, m = FIGURE_FORMATS[key], summary["median"]
+    return f"{fmt(m, m)} [{fmt(summary['q1'], m)}{dash}{fmt(summary['q3'], m)}]"
+
+
+def _cell(r: dict, key: str) -> str:
+    return format_spread(r[key], key) if r.get(key) is not None else "-"
 
 
 def format_table(result: dict) -> str:
@@ -356,7 +381,6 @@ def format_table(result: dict) -> str:
              f"train rows {result['train_rows']:,}, embedding rows {result['embedding_rows']:,}, "
              f"parameters {result['parameters']:,}, peak RSS {result['peak_rss_mib']:,.0f} MiB"
              + (f", peak GPU {result['peak_gpu_mib']:,.0f} MiB" if result.get("peak_gpu_mib") else "")]
-    pct, x2 = (lambda v: f"{v:.0%}"), (lambda v: f"{v:.2f}x")
     cols = [("variant", 13), ("batch", 6), ("compiled", 9), ("train/s", 22), ("of bound", 16), ("infer/s", 22),
             ("of bound", 16), ("train vs ref", 20), ("infer vs ref", 20), ("matmul FLOPs/sample", 20)]
     head = " ".join(f"{n:<{w}}" for n, w in cols)
@@ -366,10 +390,8 @@ def format_table(result: dict) -> str:
             lines.append(f"{r['variant']:<13} {r['batch_size']:<6} failed: {r['error'][:200]}")
             continue
         cells = [r["variant"], str(r["batch_size"]), "yes" if r.get("compile") else "no",
-                 _cell(r, "train_sps", _si), _cell(r, "train_fraction_of_bound", pct),
-                 _cell(r, "infer_sps", _si), _cell(r, "infer_fraction_of_bound", pct),
-                 _cell(r, "train_vs_reference", x2), _cell(r, "infer_vs_reference", x2),
-                 f"{_si(r['train_flops_per_sample'])} / {_si(r['infer_flops_per_sample'])}"]
+                 *(_cell(r, key) for key in FIGURE_FORMATS),
+                 f"{si(r['train_flops_per_sample'])} / {si(r['infer_flops_per_sample'])}"]
         lines.append(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True)))
     lines.append(f"median [interquartile range] over {result['repeats']} interleaved rounds of {result['steps']} "
                  "steps; train/s, infer/s: samples/s; of bound: samples/s over the rate a step would reach doing only "
