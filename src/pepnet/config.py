@@ -15,6 +15,11 @@ from typing import Any, Literal, get_args, get_origin
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
+# train.compile=auto compiles runs of at least this many optimiser steps: compiling costs ~20 s on a 2-core CPU,
+# which a step made 1.1-1.25x faster earns back after several hundred steps (BENCHMARKS.md, CPU); here, not in
+# train/runtime.py (which applies it), so that train.compile's description can name it without importing torch
+AUTO_COMPILE_STEPS = 1000
+
 
 class ConfigError(ValueError):
     """A configuration file or override is invalid; the message names the key and what was expected."""
@@ -467,7 +472,7 @@ class TrainConfig(_Strict):
     compile: Literal["auto"] | bool = Field(
         "auto",
         description="torch.compile the model's dense part (gates and towers); auto: when a compiler exists "
-        "(a C++ compiler on CPU, Triton on CUDA) and the run trains at least 1000 steps",
+        f"(a C++ compiler on CPU, Triton on CUDA) and the run trains at least {AUTO_COMPILE_STEPS} steps",
     )
     prefetch: int = Field(
         2,

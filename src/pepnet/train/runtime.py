@@ -14,6 +14,8 @@ from typing import cast
 import numpy as np
 import torch
 
+from ..config import AUTO_COMPILE_STEPS
+
 
 class TrainingError(RuntimeError):
     """Training cannot go on (e.g. a non-finite loss); the message says where."""
@@ -59,10 +61,6 @@ def resolve_device(name: str) -> torch.device:
         raise TrainingError(f"train.device is {name!r} but no CUDA device is available; use 'cpu' or 'auto'")
     return dev
 
-
-# train.compile=auto compiles runs of at least this many optimiser steps: compiling costs ~20 s on a 2-core CPU,
-# which a step made 1.1-1.25x faster earns back after several hundred steps (BENCHMARKS.md, CPU)
-AUTO_COMPILE_STEPS = 1000
 
 
 def compiler_available(device: torch.device) -> bool:
