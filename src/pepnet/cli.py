@@ -213,9 +213,11 @@ def _format_option() -> Any:
 
 def _formats(format_: str) -> tuple[str, ...]:
     """The files of an export asked for with ``--format``: the torch program always, ONNX beside it."""
-    if format_ not in ("torch", "onnx"):
-        raise typer.BadParameter(f"--format must be torch or onnx; got {format_!r}")
-    return ("torch", "onnx") if format_ == "onnx" else ("torch",)
+    from .export.serving import FORMATS
+
+    if format_ not in FORMATS:
+        raise typer.BadParameter(f"--format must be one of {', '.join(FORMATS)}; got {format_!r}")
+    return ("torch", format_) if format_ != "torch" else ("torch",)
 
 
 def _stream_into(out: Path, data: list[str], config: Path | None, set_: list[str] | None, passes: int,
@@ -429,11 +431,11 @@ def serve(
 ) -> None:
     """Score requests over HTTP: POST /v1/score, /healthz, /readyz, /v1/metadata, /metrics (docs/serving.md)."""
     from .export.publish import current_version, is_models_dir
-    from .export.serving import MODEL_FILE
+    from .export.serving import BACKENDS, MODEL_FILE
     from .serve.app import Settings, run
 
-    if backend not in ("auto", "torch", "onnx"):
-        raise typer.BadParameter(f"--backend must be auto, torch or onnx; got {backend!r}")
+    if backend not in BACKENDS:
+        raise typer.BadParameter(f"--backend must be one of {', '.join(BACKENDS)}; got {backend!r}")
     if is_models_dir(source) and current_version(source) is None:
         raise FileNotFoundError(
             f"{source} has no published version yet (no 'current'); publish one with "

@@ -63,7 +63,9 @@ def test_backend_choice_and_errors(tiny_export, onnx_export, tmp_path):
     with pytest.raises(ValueError, match="backend must be one of"):
         ExportedModel(onnx_export, backend="tensorrt")
     res = CliRunner().invoke(app, ["export", str(tiny_export.run), "--out", "x", "--format", "tflite"])
-    assert res.exit_code == 2 and "--format must be torch or onnx" in res.output
+    assert res.exit_code == 2 and "--format must be one of torch, onnx" in res.output
+    res = CliRunner().invoke(app, ["serve", str(onnx_export), "--backend", "tensorrt"])
+    assert res.exit_code == 2 and "--backend must be one of auto, torch, onnx" in res.output
 
 
 def _rewritten(export, tmp_path, change) -> object:
