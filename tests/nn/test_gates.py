@@ -60,7 +60,8 @@ def test_const_columns_are_the_last_inputs_and_get_no_gradient(groups):
     x, const = torch.randn(7, 6, requires_grad=True), torch.randn(7, 4)
     full = torch.cat([x, const], dim=1).detach().requires_grad_(True)
     torch.testing.assert_close(gate(x, const), gate(full))
-    for s, (a, b) in enumerate(zip(gate.parts(x, groups, const), gate.parts(full, groups), strict=True)):
+    for s, (a, b) in enumerate(zip(gate.parts(x, groups, const).values(), gate.parts(full, groups).values(),
+                                   strict=True)):
         torch.testing.assert_close(a(), b(), msg=f"part {s}")
     gate(full).square().sum().backward()
     want = {name: p.grad.clone() for name, p in gate.named_parameters()}
@@ -77,3 +78,29 @@ def test_const_columns_are_the_last_inputs_and_get_no_gradient(groups):
         out.square().sum().backward()
     # the joined input's backward also multiplies grad(h) [7, G*5] by W1's const rows [4, G*5]: 2*7*4*G*5 FLOPs
     assert joined.get_total_flops() - split.get_total_flops() == 2 * 7 * 4 * groups * 5
+
+
+def test_parts_of_some_groups_compute_only_those_groups():
+    """parts(..., only=[2, 0]) of a gate with one group per part gives those groups' outputs and computes no other
+    group, first layer included (a model serving some of its tasks, TaskTowers.select_tasks)."""
+    torch.manual_seed(5)
+    gate = GateNU(10, 3, hidden=5, groups=3)
+    x, const = torch.randn(7, 6), torch.randn(7, 4)
+    with torch.no_grad():
+        full = gate(x, const).view(7, 3, 3)
+
+        def flops(only):
+            with FlopCounterMode(display=False) as counter:
+                parts = gate.parts(x, 3, const, only)
+                outs = {s: part() for s, part in parts.items()}
+            return counter.get_total_flops(), outs
+
+        all_flops, _ = flops(None)
+        some_flops, outs = flops([2, 0])
+    assert list(outs) == [2, 0]
+    for s, out in outs.items():
+        torch.testing.assert_close(out, full[:, s])
+    assert 3 * some_flops == 2 * all_flops  # two groups of three: two thirds of every GEMM
+    split = GateNU(10, 6, hidden=5)  # the paper's split gate: one first layer for all parts
+    with torch.no_grad():
+        torch.testing.assert_close(split.parts(x, 3, const, [1])[1](), split(x, const).view(7, 3, 2)[:, 1])

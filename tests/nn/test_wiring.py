@@ -52,7 +52,8 @@ def _cut(gate) -> None:
     """Cut a Gate NU's outputs off the graph, both ways they are read: ``forward`` (EPNet) and ``parts`` (PPNet's
     towers, one task's part at a time)."""
     gate.register_forward_hook(lambda m, i, o: o.detach())
-    gate.parts = lambda x, n, const=None, f=gate.parts: [lambda p=p: p().detach() for p in f(x, n, const)]
+    gate.parts = lambda x, n, const=None, only=None, f=gate.parts: {
+        s: (lambda p=p: p().detach()) for s, p in f(x, n, const, only).items()}
 
 
 # ----------------------------------------------------------------------------- gradients reach everything
@@ -326,7 +327,8 @@ def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
         torch.testing.assert_close(deltas[0], gate(torch.cat([prior, o_ep], 1)).view(16, 3, -1))  # the [B, T, w] view
         for t in range(3):
             parts = gate.parts  # zero task t's slice:
-            gate.parts = lambda x, n, c=None, t=t: [lambda p=p, s=s: p() * (s != t) for s, p in enumerate(parts(x, n, c))]
+            gate.parts = lambda x, n, c=None, only=None, t=t: {
+                s: (lambda p=p, s=s: p() * (s != t)) for s, p in parts(x, n, c, only).items()}
             logits, _ = ppnet(o_ep, prior)
             del gate.parts
             others = [k for k in range(3) if k != t]

@@ -2,7 +2,7 @@
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from functools import partial
 
 import torch
@@ -34,17 +34,20 @@ class GateNU(nn.Module):
         _linear_init(self.w1, self.b1, in_dim)
         _linear_init(self.w2, self.b2, hidden)
 
-    def first_layer(self, x: torch.Tensor, const: torch.Tensor | None = None) -> torch.Tensor:
-        """The first layers of all groups, ``ReLU([x, const] W1 + b1)``: float [B, groups * hidden], one GEMM against
-        [in, groups * hidden] (every group reads the same input). ``const`` (optional) float [B, C]: the last C
-        input columns, taken apart because no gradient is wanted for them (a detached input): they meet their
-        rows of W1 in a GEMM of their own, whose backward computes no input gradient for them, and x the first
-        ``in_dim - C`` rows."""
-        if self.groups == 1:  # w1[0]: its gradient keeps w1's layout (a permuted view's would not, and DDP warns)
-            w1 = self.w1[0]
-        else:
-            w1 = self.w1.permute(1, 0, 2).reshape(self.in_dim, self.groups * self.hidden)
-        b1 = self.b1.reshape(-1)
+    def first_layer(self, x: torch.Tensor, const: torch.Tensor | None = None,
+                    groups: Sequence[int] | None = None) -> torch.Tensor:
+        """The first layers of the groups ``groups`` (default: all, in order), ``ReLU([x, const] W1 + b1)``: float
+        [B, len(groups) * hidden], one GEMM against [in, len(groups) * hidden] (every group reads the same input).
+        ``const`` (optional) float [B, C]: the last C input columns, taken apart because no gradient is wanted for
+        them (a detached input): they meet their rows of W1 in a GEMM of their own, whose backward computes no
+        input gradient for them, and x the first ``in_dim - C`` rows."""
+        w1: torch.Tensor = self.w1
+        b1: torch.Tensor = self.b1
+        if groups is not None and list(groups) != list(range(self.groups)):
+            w1, b1 = w1[list(groups)], b1[list(groups)]
+        # one group: w1[0], whose gradient keeps w1's layout (a permuted view's would not, and DDP warns)
+        w1 = w1[0] if len(w1) == 1 else w1.permute(1, 0, 2).reshape(self.in_dim, -1)
+        b1 = b1.reshape(-1)
         if const is None:
             return torch.relu(torch.addmm(b1, x, w1))
         k = x.shape[1]
@@ -52,28 +55,32 @@ class GateNU(nn.Module):
 
     def forward(self, x: torch.Tensor, const: torch.Tensor | None = None) -> torch.Tensor:
         """x float [B, in_dim - C] and const (optional, see :meth:`first_layer`) float [B, C] -> delta."""
-        groups = [part() for part in self.parts(x, self.groups, const)]  # one part per group, [B, out] each
+        groups = [part() for part in self.parts(x, self.groups, const).values()]  # one per group, [B, out] each
         return groups[0] if self.groups == 1 else torch.cat(groups, dim=1)
 
-    def parts(self, x: torch.Tensor, n_parts: int,
-              const: torch.Tensor | None = None) -> list[Callable[[], torch.Tensor]]:
+    def parts(self, x: torch.Tensor, n_parts: int, const: torch.Tensor | None = None,
+              only: Sequence[int] | None = None) -> dict[int, Callable[[], torch.Tensor]]:
         """The gate output of x float [B, in_dim] (or of x and const, as in :meth:`first_layer`) in n parts, each
         computed when its function is called: part s, float [B, w], equals ``forward(x).view(B, n_parts, w)[:, s]``.
         With one group per part (``groups == n_parts``) part s is group s (w = out_dim); with one group (the
-        paper's split gate) it is columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. The first layers run
-        at once (one GEMM); computing the second layer one part at a time lets task tower s use its gate while it is
-        in cache."""
-        h = self.first_layer(x, const)
-        operands: Iterable[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]
+        paper's split gate) it is columns [s*w, (s+1)*w) of its output, w = out_dim / n_parts. Returns
+        {s: part s} for the parts ``only`` (default: all); with one group per part the others' first layers are not
+        computed either (a model serving some of its tasks). The first layers run at once (one GEMM); computing the
+        second layer one part at a time lets task tower s use its gate while it is in cache."""
+        wanted = list(range(n_parts)) if only is None else list(only)
+        operands: Iterable[tuple[int, torch.Tensor, torch.Tensor, torch.Tensor]]
         if self.groups == n_parts:
-            operands = zip(h.split(self.hidden, dim=1), self.w2.unbind(0), self.b2.unbind(0), strict=True)
+            h = self.first_layer(x, const, wanted)
+            w2, b2 = self.w2.unbind(0), self.b2.unbind(0)  # unbind: one backward (a stack), not one per group
+            operands = zip(wanted, h.split(self.hidden, dim=1), [w2[s] for s in wanted], [b2[s] for s in wanted],
+                           strict=True)
         elif self.groups == 1 and self.out_dim % n_parts == 0:
-            w = self.out_dim // n_parts
-            operands = ((h, w2, b2) for w2, b2 in zip(self.w2[0].split(w, dim=1), self.b2[0].split(w, dim=1),
-                                                      strict=True))
+            h, w = self.first_layer(x, const), self.out_dim // n_parts
+            w2, b2 = self.w2[0].split(w, dim=1), self.b2[0].split(w, dim=1)
+            operands = ((s, h, w2[s], b2[s]) for s in wanted)
         else:
             raise ValueError(f"cannot cut {self.groups} group(s) of width {self.out_dim} into {n_parts} parts")
-        return [partial(self._second_layer, *ops) for ops in operands]
+        return {s: partial(self._second_layer, *ops) for s, *ops in operands}
 
     def _second_layer(self, h: torch.Tensor, w2: torch.Tensor, b2: torch.Tensor) -> torch.Tensor:
         return self.gamma * torch.sigmoid(torch.addmm(b2, h, w2))

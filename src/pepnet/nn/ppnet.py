@@ -50,12 +50,12 @@ class PPNet(nn.Module):
                 with_gates: bool = False) -> tuple[torch.Tensor, list[torch.Tensor]]:
         # stop_gradient: O_ep enters the gates' first layer apart, which then computes no gradient for it
         x, const = (prior, o_ep.detach()) if self.stop_gradient else (torch.cat([prior, o_ep], dim=1), None)
-        parts: dict[int, list[Callable[[], torch.Tensor]]] = {}  # layer -> its gate's T parts (GateNU.parts)
+        parts: dict[int, dict[int, Callable[[], torch.Tensor]]] = {}  # layer -> its gate's parts (GateNU.parts)
         deltas: dict[tuple[int, int], torch.Tensor] = {}      # (layer, task) -> delta [B, w]
 
         def gate(layer: int, t: int) -> torch.Tensor:
             if layer not in parts:
-                parts[layer] = cast(GateNU, self.gates[layer]).parts(x, self.n_tasks, const)
+                parts[layer] = cast(GateNU, self.gates[layer]).parts(x, self.n_tasks, const, self.towers.tasks)
             deltas[layer, t] = delta = parts[layer][t]()
             return delta
 
