@@ -211,6 +211,11 @@ def _format_option() -> Any:
     )
 
 
+def _auxiliary_option() -> Any:
+    return _flag(False, "--auxiliary", help="also score the auxiliary (unreported) tasks; by default their towers "
+                 "are left out of the exported model")
+
+
 def _formats(format_: str) -> tuple[str, ...]:
     """The files of an export asked for with ``--format``: the torch program always, ONNX beside it."""
     from .export.serving import FORMATS
@@ -221,11 +226,12 @@ def _formats(format_: str) -> tuple[str, ...]:
 
 
 def _stream_into(out: Path, data: list[str], config: Path | None, set_: list[str] | None, passes: int,
-                 publish_to: Path | None = None, formats: tuple[str, ...] = ("torch",)) -> None:
+                 publish_to: Path | None = None, formats: tuple[str, ...] = ("torch",),
+                 auxiliary: bool = False) -> None:
     from .stream import STREAM_CSV, STREAM_PNG, period_files, stream
 
     files = [f for d in data for f in period_files(d)]
-    after = (lambda _record: _publish(out, publish_to, formats)) if publish_to else None
+    after = (lambda _record: _publish(out, publish_to, formats, auxiliary)) if publish_to else None
     run = stream(files, out, config, overrides=set_, passes=passes, after_period=after)
     last = run.history[-1] if run.history else {}
     typer.echo(f"\n{len(run.history)} period(s) in {out}; last progressive mean AUC {last.get('mean_auc')}")
@@ -251,10 +257,13 @@ def stream_cmd(
         "next version of this models directory (watched by `pepnet serve`)",
     ),
     format_: str = _format_option(),
+    auxiliary: bool = _auxiliary_option(),
 ) -> None:
     """Online training: for each period, evaluate the current model on it, then train on it."""
+    if auxiliary and publish_to is None:
+        raise typer.BadParameter("--auxiliary applies to what --publish exports; give --publish MODELS_DIR")
     cfg = None if (out / "config.yaml").is_file() else resolve_config(config)
-    _stream_into(out, data, cfg, set_, passes, publish_to, _formats(format_))
+    _stream_into(out, data, cfg, set_, passes, publish_to, _formats(format_), auxiliary)
 
 
 @app.command(cls=_Command)
@@ -381,8 +390,7 @@ def export_cmd(
         "versions/<N>/ and point `current` at it (watched by `pepnet serve`)",
     ),
     format_: str = _format_option(),
-    auxiliary: bool = _flag(False, "--auxiliary", help="also score the auxiliary (unreported) tasks; by default "
-                            "their towers are left out of the exported model"),
+    auxiliary: bool = _auxiliary_option(),
 ) -> None:
     """Export the best model for serving (torch.export program + encoder), verified against the eager model."""
     from .export import export_run

@@ -79,12 +79,15 @@ def test_stream_publishes_after_each_period(tmp_path, tiny_config_file, monkeypa
     periods = write(SyntheticSpec(n_rows=1500, n_users=100, n_items=200, n_authors=20, n_dense=1, n_periods=2,
                                   seed=4), tmp_path / "periods", files="periods", progress=False)
     calls = []
-    monkeypatch.setattr(cli, "_publish", lambda run_dir, models, formats: calls.append((run_dir, models, formats)))
+    monkeypatch.setattr(cli, "_publish", lambda *args: calls.append(args))
     res = CliRunner().invoke(app, ["stream", str(tiny_config_file), "--data", str(tmp_path / "periods"),
                                    "--out", str(tmp_path / "run"), "--publish", str(tmp_path / "models"),
-                                   "--format", "onnx"])
+                                   "--format", "onnx", "--auxiliary"])
     assert res.exit_code == 0, res.output
-    assert len(periods) == 2 and calls == [(tmp_path / "run", tmp_path / "models", ("torch", "onnx"))] * 2
+    assert len(periods) == 2 and calls == [(tmp_path / "run", tmp_path / "models", ("torch", "onnx"), True)] * 2
+    res = CliRunner().invoke(app, ["stream", str(tiny_config_file), "--data", str(tmp_path / "periods"),
+                                   "--out", str(tmp_path / "run2"), "--auxiliary"])
+    assert res.exit_code == 2 and "--auxiliary applies to what --publish exports" in res.output
 
 
 def test_serve_refuses_a_folder_with_nothing_to_serve(tmp_path):
