@@ -102,7 +102,7 @@ def days_block(frames: list[pl.DataFrame], same_day: bool) -> list[np.ndarray]:
 
 def stack(*blocks: list[np.ndarray]) -> list[np.ndarray]:
     """Blocks of [training, validation] matrices joined column-wise, split by split."""
-    return [np.hstack(parts) for parts in zip(*blocks)]
+    return [np.hstack(parts) for parts in zip(*blocks, strict=True)]
 
 
 def with_realtime_counts(cfg: ExperimentConfig) -> ExperimentConfig:
@@ -115,13 +115,14 @@ def with_realtime_counts(cfg: ExperimentConfig) -> ExperimentConfig:
 
 def validation_auc(prep: Prepared, x_train: np.ndarray, x_valid: np.ndarray, gbdt: GBDTConfig,
                    seed: int) -> dict[str, tuple]:
-    """Per reported task, the trees of ``pepnet compare`` (:func:`~pepnet.compare.gbdt.train_trees`) on ``x_train``: (best validation AUC
-    over the rounds, that round, AUC on rows of users unseen in training, AUC on the others)."""
+    """Per reported task, the trees of ``pepnet compare`` (:func:`~pepnet.compare.gbdt.train_trees`) on
+    ``x_train``: (best validation AUC over the rounds, that round, AUC on rows of users unseen in training, AUC on
+    the others)."""
     enc = prep.encoder
     j = enc.field_index(enc.schema.user)
     cold = prep.encoded["valid"].sparse[:, j] == enc.sparse_fields[j].offset  # the out-of-vocabulary row
     out = {}
-    for t, task in zip(enc.reported_columns, enc.reported_tasks):
+    for t, task in zip(enc.reported_columns, enc.reported_tasks, strict=True):
         yv = prep.encoded["valid"].labels[:, t]
         keep_v = ~np.isnan(yv)
         clf = train_trees(x_train, prep.encoded["train"].labels[:, t], gbdt, gbdt.max_iter, seed)

@@ -57,14 +57,16 @@ def main() -> None:
     cols = ["period", "mean_auc", "mean_gauc"]
     on = pl.DataFrame(online.history, infer_schema_length=None).select(cols)
     fr = pl.DataFrame(frozen.history, infer_schema_length=None).select(cols)
-    table = on.join(fr, on="period", suffix="_frozen").rename({"mean_auc": "mean_auc_online", "mean_gauc": "mean_gauc_online"})
+    table = on.join(fr, on="period", suffix="_frozen").rename(
+        {"mean_auc": "mean_auc_online", "mean_gauc": "mean_gauc_online"})
     table = table.with_columns(auc_gain=pl.col("mean_auc_online") - pl.col("mean_auc_frozen"))
     table.write_csv(a.out / "drift.csv")
     later = table.filter(pl.col("period") >= 1)
     with pl.Config(tbl_rows=100, float_precision=4):
         print(table)
     print(f"periods 1..{a.periods - 1}: mean progressive AUC online {later['mean_auc_online'].mean():.4f}, "
-          f"frozen {later['mean_auc_frozen'].mean():.4f}; online wins {int((later['auc_gain'] > 0).sum())}/{later.height} "
+          f"frozen {later['mean_auc_frozen'].mean():.4f}; "
+          f"online wins {int((later['auc_gain'] > 0).sum())}/{later.height} "
           f"periods; online stream took {t_online:.1f} s")
 
     import matplotlib

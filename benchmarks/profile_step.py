@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import argparse
 import time
+from itertools import islice
 
 import torch
 from torch.profiler import ProfilerActivity, profile
@@ -29,7 +30,8 @@ def main() -> None:
     ap.add_argument("--steps", type=int, default=10)
     ap.add_argument("--set", action="append", default=[])
     a = ap.parse_args()
-    cfg = load_config(resolve_config(a.config), [f"train.device={a.device}", f"train.batch_size={a.batch_size}", *a.set])
+    cfg = load_config(resolve_config(a.config),
+                      [f"train.device={a.device}", f"train.batch_size={a.batch_size}", *a.set])
     seed_everything(0)
     prep = prepare(cfg, log=lambda _: None)
     data = TensorData(prep.encoded["train"])
@@ -39,7 +41,7 @@ def main() -> None:
     dev = trainer.device
     if cfg.train.data_on_device:
         data = data.to(dev)
-    batches = [b.to(dev) for b, _ in zip(BatchLoader(data, a.batch_size, shuffle=True, drop_last=True), range(4))]
+    batches = [b.to(dev) for b in islice(BatchLoader(data, a.batch_size, shuffle=True, drop_last=True), 4)]
     for b in batches * 2:
         trainer.step(b)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)

@@ -101,8 +101,9 @@ def main() -> None:
         with tempfile.TemporaryDirectory() as tmp:
             path = str(Path(tmp) / f"s{rows}.parquet")
             subprocess.run([sys.executable, __file__, "--write", path, "--n", str(rows)], check=True)
-            out = subprocess.run([sys.executable, __file__, "--one", path, "--n", str(rows), "--threads", str(a.threads),
-                                  "--batch-size", str(a.batch_size)], capture_output=True, text=True, env=env)
+            out = subprocess.run([sys.executable, __file__, "--one", path, "--n", str(rows),
+                                  "--threads", str(a.threads), "--batch-size", str(a.batch_size)],
+                                 capture_output=True, text=True, env=env)
             if out.returncode:
                 sys.exit(f"the timed pass over {rows:,} rows failed:\n{out.stderr[-4000:]}")
         r = json.loads(out.stdout.strip().splitlines()[-1])

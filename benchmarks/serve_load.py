@@ -51,7 +51,8 @@ async def _one(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, req: 
     writer.write(req)
     head = await reader.readuntil(b"\r\n\r\n")
     status = int(head[9:12])
-    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n") if line.lower().startswith(b"content-length")))
+    length = int(next(line.split(b":")[1] for line in head.split(b"\r\n")
+                      if line.lower().startswith(b"content-length")))
     return status, await reader.readexactly(length)
 
 

@@ -18,13 +18,15 @@ from pepnet.run import REFIT_DIR
 TREE = {
     "name": "tiny",
     "data": {"dataset": "synthetic", "synthetic": {"n_rows": 1500, "n_users": 100, "n_items": 300, "n_authors": 30,
-                                                    "n_domains": 3, "tasks": ["click", "like"], "n_dense": 1, "seed": 0}},
+                                                    "n_domains": 3, "tasks": ["click", "like"], "n_dense": 1,
+                                                    "seed": 0}},
     "schema": {
         "domain": "domain_id", "user": "user_id", "time": "time", "labels": {"click": "click", "like": "like"},
         "features": [{"name": "user_id"}, {"name": "item_id"}, {"name": "domain_id"}, {"name": "d0", "kind": "dense"}],
         "stats": [{"name": "user_click", "keys": ["user_id"], "stat": "rate", "target": "click"},
                   {"name": "dom_n", "keys": ["domain_id"], "stat": "count"}],
-        "groups": {"general": ["user_id", "item_id", "domain_id", "d0", "user_click"], "domain_side": ["domain_id", "dom_n"],
+        "groups": {"general": ["user_id", "item_id", "domain_id", "d0", "user_click"],
+                   "domain_side": ["domain_id", "dom_n"],
                    "user_prior": ["user_id", "user_click"], "item_prior": ["item_id"]},
     },
     "model": {"embedding_dim": 4, "hidden_units": [8, 4], "gate_hidden": 4},

@@ -36,7 +36,8 @@ def test_minimal_config_gets_paper_defaults(tree):
     tree["schema"]["labels"] = {"click": "click", "like": "like"}
     cfg = parse_config(tree)
     m = cfg.model
-    assert (m.name, m.embedding_dim, m.gamma, m.stop_gradient, m.epnet_granularity) == ("pepnet", 16, 2.0, True, "element")
+    got = (m.name, m.embedding_dim, m.gamma, m.stop_gradient, m.epnet_granularity)
+    assert got == ("pepnet", 16, 2.0, True, "element")
     assert m.ppnet_gate_on == "input" and m.ppnet_priors == ["user_prior", "item_prior", "author_prior"]
     assert cfg.train.embedding_lr > 0 and cfg.train.dense_lr > 0
     assert cfg.schema_.task_names() == ["click", "like"]

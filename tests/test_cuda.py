@@ -72,7 +72,7 @@ def test_prefetcher_delivers_the_loader_batches_on_the_device():
     expected = [b.sparse for b in loader]
     got = list(Prefetcher(loader, torch.device("cuda"), depth=2))
     assert len(got) == len(expected) == 8
-    for g, e in zip(got, expected):
+    for g, e in zip(got, expected, strict=True):
         assert g.sparse.is_cuda and torch.equal(g.sparse.cpu(), e)
 
 

@@ -54,7 +54,7 @@ def test_final_model_is_trained_on_train_plus_valid_for_the_chosen_epochs(refit_
 def test_load_evaluate_and_report_use_the_refit_model(refit_run):
     _, out, run, _ = refit_run
     loaded = Run.load(out)
-    for (name, a), (_, b) in zip(run.model.state_dict().items(), loaded.model.state_dict().items()):
+    for (name, a), (_, b) in zip(run.model.state_dict().items(), loaded.model.state_dict().items(), strict=True):
         assert torch.equal(a, b), name
     selection_weights = load_checkpoint(out / "model.pt")
     table = max(selection_weights, key=lambda k: selection_weights[k].numel())  # the fused embedding table

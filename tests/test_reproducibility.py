@@ -19,7 +19,8 @@ from pepnet.train.checkpoint import load_checkpoint
 
 SCHEMA = {
     "domain": "domain", "user": "user", "time": "ts", "labels": {"click": "click", "like": "like"},
-    "features": [{"name": "user"}, {"name": "item", "hash_buckets": 64}, {"name": "domain"}, {"name": "price", "kind": "dense"}],
+    "features": [{"name": "user"}, {"name": "item", "hash_buckets": 64}, {"name": "domain"},
+                 {"name": "price", "kind": "dense"}],
     "stats": [{"name": "user_click", "keys": ["user"], "stat": "rate", "target": "click"}],
     "groups": {"general": ["user", "item", "domain", "price"], "domain_side": ["domain", "user_click"],
                "user_prior": ["user", "user_click"], "item_prior": ["item"]},
@@ -36,7 +37,8 @@ def data_file(tmp_path):
     like = (click & (rng.random(n) < 0.5)).astype(np.int8)
     path = tmp_path / "logs.parquet"
     pl.DataFrame({"domain": rng.choice(["a", "b", "c"], n), "user": user, "item": item, "price": rng.normal(size=n),
-                  "ts": np.sort(rng.integers(1_700_000_000, 1_700_900_000, n)), "click": click, "like": like}).write_parquet(path)
+                  "ts": np.sort(rng.integers(1_700_000_000, 1_700_900_000, n)), "click": click,
+                  "like": like}).write_parquet(path)
     return path
 
 
@@ -95,7 +97,8 @@ def test_run_json_records_what_repeats_the_run(tmp_path, data_file):
 
 def test_built_in_dataset_is_fingerprinted(tmp_path):
     config = {
-        "data": {"dataset": "synthetic", "synthetic": {"n_rows": 800, "n_users": 50, "n_items": 80, "n_dense": 0, "seed": 2}},
+        "data": {"dataset": "synthetic",
+                 "synthetic": {"n_rows": 800, "n_users": 50, "n_items": 80, "n_dense": 0, "seed": 2}},
         "schema": {"domain": "domain_id", "user": "user_id", "time": "time", "labels": {"click": "click"},
                    "features": [{"name": "user_id"}, {"name": "item_id"}, {"name": "domain_id"}],
                    "groups": {"general": ["user_id", "item_id", "domain_id"], "domain_side": ["domain_id"]}},

@@ -18,7 +18,8 @@ TREE = {
     "name": "tiny",
     "data": {"dataset": "synthetic", "synthetic": {
         "n_rows": 3000, "n_users": 150, "n_items": 300, "n_authors": 30, "n_domains": 3,
-        "domain_shares": [0.6, 0.3, 0.1], "tasks": ["click", "like"], "task_rates": [0.3, 0.1], "n_dense": 3, "domain_flip": 1.0, "task_flip": 0.8,
+        "domain_shares": [0.6, 0.3, 0.1], "tasks": ["click", "like"], "task_rates": [0.3, 0.1], "n_dense": 3,
+        "domain_flip": 1.0, "task_flip": 0.8,
         "prior_gate": 0.5, "seed": 0}},
     "schema": {
         "domain": "domain_id", "user": "user_id", "time": "time", "labels": {"click": "click", "like": "like"},

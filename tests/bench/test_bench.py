@@ -44,7 +44,8 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     out = tmp_path / "bench.json"
     args = ["bench", "synthetic", "--set", "data.synthetic.n_rows=3000", "--set", "data.synthetic.n_users=100",
             "--set", "data.synthetic.n_items=300", "--set", "train.eval_batch_size=512", "--set", "model.dropout=0.1",
-            "--set", "train.compile=false", "--batch-size", "256", "--steps", "2", "--repeats", "3", "--warmup", "1", "--threads", "1",
+            "--set", "train.compile=false", "--batch-size", "256", "--steps", "2", "--repeats", "3", "--warmup", "1",
+            "--threads", "1",
             "--json", str(out), "--variant", "plain:", "--variant", "bf16: train.amp=bf16", "--ablations"]
     res = CliRunner().invoke(app, args)
     assert res.exit_code == 0, res.output

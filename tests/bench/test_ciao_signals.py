@@ -30,7 +30,7 @@ def signals():
 def rows(*r: tuple[int, int, int, int, int, int]) -> pl.DataFrame:
     """(user_id, item_id, category_id, day, rating, helpfulness) rows."""
     cols = ("user_id", "item_id", "category_id", "timestamp", "rating", "helpfulness")
-    df = pl.DataFrame([dict(zip(cols, x)) for x in r])
+    df = pl.DataFrame([dict(zip(cols, x, strict=True)) for x in r])
     return df.with_columns(pl.col("timestamp") * DAY)
 
 

@@ -1,4 +1,5 @@
-"""RowWiseAdagrad makes exactly torch.optim.Adagrad's updates (sparse and dense gradients) and keeps its state format."""
+"""RowWiseAdagrad makes exactly torch.optim.Adagrad's updates (sparse and dense gradients) and keeps its state
+format."""
 from __future__ import annotations
 
 import pytest

@@ -19,10 +19,10 @@ import pepnet
 from pepnet.cli import app
 from pepnet.config import ConfigError, SchemaConfig, parse_config
 from pepnet.data.encoder import Encoder, hash_ids
-from pepnet.errors import DataError, DataWarning
 from pepnet.data.sources import read_files
 from pepnet.data.split import split_frame
 from pepnet.data.validate import drop_missing, validate
+from pepnet.errors import DataError, DataWarning
 
 SCHEMA = {
     "domain": "domain",
@@ -169,7 +169,8 @@ def test_label_outside_0_1_null(tmp_path, value):
 
 
 def test_null_labels_are_missing_labels_not_errors(tmp_path):
-    df = logs().with_columns(pl.when(pl.int_range(pl.len()) % 3 == 0).then(None).otherwise(pl.col("like")).alias("like"))
+    every_third = pl.int_range(pl.len()) % 3 == 0
+    df = logs().with_columns(pl.when(every_third).then(None).otherwise(pl.col("like")).alias("like"))
     frame = read_files([write(df, tmp_path / "a.parquet")])
     validate(frame, schema())
     y = Encoder(schema()).fit(frame.df).transform(frame.df).labels
@@ -249,7 +250,8 @@ def test_huge_integer_ids_vocabulary_and_hashing(tmp_path):
     item = pl.Series("item", [2**64 - 1 - (i % 5) for i in range(n)], dtype=pl.UInt64)
     df = base.with_columns(user, item)
     schema_ = SchemaConfig.model_validate({**SCHEMA, "features": SCHEMA["features"] + [
-        {"name": "user_h", "column": "user", "hash_buckets": 97}, {"name": "item_h", "column": "item", "hash_buckets": 97}]})
+        {"name": "user_h", "column": "user", "hash_buckets": 97},
+        {"name": "item_h", "column": "item", "hash_buckets": 97}]})
     pq = write(df, tmp_path / "big.parquet")
     csv = write(df, tmp_path / "big.csv")
     assert pl.read_parquet(pq)["item"].dtype == pl.UInt64
@@ -262,7 +264,8 @@ def test_huge_integer_ids_vocabulary_and_hashing(tmp_path):
     for j, f in enumerate(enc.sparse_fields):
         assert ((a.sparse[:, j] >= f.offset) & (a.sparse[:, j] < f.offset + f.size)).all()
     names = [f.name for f in enc.sparse_fields]
-    assert len(np.unique(a.sparse[:, names.index("user")])) == 7 and (a.sparse[:, names.index("user")] > enc.fields[names.index("user")].offset).all()
+    user = a.sparse[:, names.index("user")]
+    assert len(np.unique(user)) == 7 and (user > enc.fields[names.index("user")].offset).all()
     assert len(np.unique(a.sparse[:, names.index("item")])) == 5
     # an id never seen in training (beyond the vocabulary's type, too) maps to the OOV row, without error
     unseen = df.head(2).with_columns(pl.Series("user", [2**64 - 2, 3], dtype=pl.UInt64))
@@ -376,7 +379,8 @@ def test_bad_config_values(override, message):
 def test_schema_group_typo_is_named():
     tree = config(["x.parquet"])
     tree["schema"] = {**SCHEMA, "groups": {**SCHEMA["groups"], "item_prior": ["itme"]}}
-    with pytest.raises(ConfigError, match=r"groups.item_prior: 'itme' is not a declared feature; did you mean 'item'\?"):
+    with pytest.raises(ConfigError,
+                       match=r"groups.item_prior: 'itme' is not a declared feature; did you mean 'item'\?"):
         parse_config(tree)
 
 
@@ -384,7 +388,7 @@ def test_schema_group_typo_is_named():
 
 
 def one_error_line(stderr: str) -> str:
-    lines = [l for l in stderr.splitlines() if l.startswith("error:")]
+    lines = [ln for ln in stderr.splitlines() if ln.startswith("error:")]
     assert len(lines) == 1 and "Traceback" not in stderr, stderr
     return lines[0]
 
@@ -398,7 +402,8 @@ def test_cli_data_error_exit_2_one_line(tmp_path):
                           capture_output=True, text=True, timeout=120)
     assert proc.returncode == 2, proc.stderr
     line = one_error_line(proc.stderr)
-    assert line == f"error: file {path}, column 'price', row 5: dense feature 'price' holds infinity; expected a finite number"
+    assert line == (f"error: file {path}, column 'price', row 5: dense feature 'price' holds infinity; "
+                    "expected a finite number")
 
 
 @pytest.mark.parametrize("case", ["truncated", "config_typo", "negative_lr"])
@@ -421,6 +426,7 @@ def test_cli_exit_2(tmp_path, case):
               "config_typo": f"error: invalid configuration in {cfg}:",
               "negative_lr": f"error: invalid configuration in {cfg}:"}[case]
     assert line.startswith(expect), line
-    detail = {"truncated": "expected a readable parquet", "config_typo": "train.batchsize: unknown key; did you mean 'batch_size'?",
+    detail = {"truncated": "expected a readable parquet",
+              "config_typo": "train.batchsize: unknown key; did you mean 'batch_size'?",
               "negative_lr": "train.embedding_lr: Input should be greater than 0"}[case]
     assert detail in result.stderr

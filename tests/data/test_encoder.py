@@ -72,8 +72,8 @@ def _brute(train: pl.DataFrame, rows: pl.DataFrame, keys: list[str], kind: str, 
     y = train["click"].to_numpy()
     g = np.nanmean(y)
     out = []
-    tk = list(zip(*(train[k].to_list() for k in keys)))
-    for i, key in enumerate(zip(*(rows[k].to_list() for k in keys))):
+    tk = list(zip(*(train[k].to_list() for k in keys), strict=True))
+    for i, key in enumerate(zip(*(rows[k].to_list() for k in keys), strict=True)):
         past = [j for j in range(train.height) if tk[j] == key and visible(i, j)]
         if kind == "count":
             out.append(np.log1p(len(past)))
@@ -126,7 +126,8 @@ def test_oov_first_rows_sends_a_values_first_training_rows_to_the_oov_row(k):
     np.testing.assert_array_equal(ids, np.where(earlier < k, 0, own))
     # evaluation rows, and every other field, are encoded as without the option
     np.testing.assert_array_equal(_field(enc, enc.transform(train), "user"), own)
-    np.testing.assert_array_equal(enc.transform(train, training=True).dense, plain.transform(train, training=True).dense)
+    np.testing.assert_array_equal(enc.transform(train, training=True).dense,
+                                  plain.transform(train, training=True).dense)
 
 def test_fields_are_offset_into_one_fused_table():
     enc = Encoder(_schema()).fit(_frame())
@@ -211,7 +212,7 @@ def test_without_time_statistics_are_leave_one_out(name, keys, kind, prior):
 def _labelled_past(train: pl.DataFrame, time: bool) -> np.ndarray:
     """Number of labelled training rows each training row may see for key (user, dom)."""
     t, y = train["t"].to_numpy(), train["click"].to_numpy()
-    key = list(zip(train["user"].to_list(), train["dom"].to_list()))
+    key = list(zip(train["user"].to_list(), train["dom"].to_list(), strict=True))
     n = train.height
     return np.array([sum(1 for j in range(n) if key[j] == key[i] and not np.isnan(y[j])
                          and (t[j] < t[i] if time else j != i)) for i in range(n)])

@@ -102,10 +102,10 @@ def test_unseen_and_null_values_map_to_the_oov_row(schema, train, other):
         kept = set(counts.filter(pl.col("n") >= spec.min_count)[name].to_list())
         values = other[name].to_list()
         ids = data.sparse[:, j]
-        for v, i in zip(values, ids):
+        for v, i in zip(values, ids, strict=True):
             assert (i == field.offset) == (v is None or v not in kept), (name, v, i)
         # distinct kept values get distinct rows (the vocabulary is injective)
-        seen = {v: i for v, i in zip(values, ids) if v in kept}
+        seen = {v: i for v, i in zip(values, ids, strict=True) if v in kept}
         assert len(set(seen.values())) == len(seen)
     for name in ("uid_h", "cat_h"):
         j = enc.field_index(name)

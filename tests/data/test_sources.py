@@ -6,9 +6,9 @@ import pytest
 
 import pepnet
 from pepnet.config import SideTable
-from pepnet.errors import DataError
 from pepnet.data.sources import join_side_tables, read_files
 from pepnet.datasets.synthetic import SyntheticSpec, generate
+from pepnet.errors import DataError
 
 
 def test_several_files_keep_their_provenance(tmp_path):
@@ -26,11 +26,13 @@ def test_side_table_join_and_errors(tmp_path):
     inter = pl.DataFrame({"user": [1, 2, 1, 3], "y": [0, 1, 1, 0]})
     inter.write_parquet(tmp_path / "i.parquet")
     pl.DataFrame({"user": [1, 2, 3], "age": [20, 30, 40]}).write_csv(tmp_path / "users.csv")
-    frame = join_side_tables(read_files([str(tmp_path / "i.parquet")]), [SideTable(path=str(tmp_path / "users.csv"), key="user")])
+    frame = join_side_tables(read_files([str(tmp_path / "i.parquet")]),
+                             [SideTable(path=str(tmp_path / "users.csv"), key="user")])
     assert frame.df["age"].to_list() == [20, 30, 20, 40]  # order of the interactions is kept
     pl.DataFrame({"user": [1, 1], "age": [20, 21]}).write_csv(tmp_path / "dup.csv")
     with pytest.raises(DataError, match=r"dup\.csv.*column 'user'.*row 1.*repeats"):
-        join_side_tables(read_files([str(tmp_path / "i.parquet")]), [SideTable(path=str(tmp_path / "dup.csv"), key="user")])
+        join_side_tables(read_files([str(tmp_path / "i.parquet")]),
+                         [SideTable(path=str(tmp_path / "dup.csv"), key="user")])
 
 
 def test_fit_with_side_tables_and_csv(tmp_path):

@@ -57,7 +57,7 @@ def test_chunked_equals_whole_across_blocks():
     cuts = np.sort(rng.choice(np.arange(1, s.n_rows), size=6, replace=False))
     cuts = [0, *cuts.tolist(), BLOCK_ROWS, BLOCK_ROWS + 1, s.n_rows]
     cuts = sorted(set(cuts))
-    parts = [generate(s, a, b - a) for a, b in zip(cuts[:-1], cuts[1:])]
+    parts = [generate(s, a, b - a) for a, b in zip(cuts[:-1], cuts[1:], strict=True)]
     assert pl.concat(parts).equals(whole)
     assert pl.concat(list(iter_frames(s, chunk_rows=40_000))).equals(whole)
     assert generate(s, 70_000, 10).equals(whole[70_000:70_010])
@@ -155,7 +155,7 @@ def test_signal_zero_is_pure_noise():
         assert abs(df[name].mean() - base[t]) < _binom_tol(base[t], N)
         for key in ("domain_id", "user_segment"):
             g = df.group_by(key).agg(pl.col(name).mean().alias("rate"), pl.len().alias("n"))
-            for rate, n in zip(g["rate"], g["n"]):
+            for rate, n in zip(g["rate"], g["n"], strict=True):
                 assert abs(rate - base[t]) < _binom_tol(base[t], n), (name, key)
 
 

@@ -85,7 +85,7 @@ def test_json_roundtrip(report: MetricsReport, tmp_path: Path) -> None:
     back = MetricsReport.from_dict(raw)
     assert back.task_names == report.task_names and back.domain_names == report.domain_names
     assert len(back.rows) == len(report.rows)
-    for a, b in zip(report.rows, back.rows):
+    for a, b in zip(report.rows, back.rows, strict=True):
         assert a.keys() == b.keys()
         for key in a:
             if isinstance(a[key], float):
@@ -135,7 +135,7 @@ def test_format_table_layout(report: MetricsReport) -> None:
 def test_format_overall(report: MetricsReport) -> None:
     lines = report.format_overall().splitlines()
     assert len(lines) == len(TASKS)
-    for line, task in zip(lines, TASKS):
+    for line, task in zip(lines, TASKS, strict=True):
         row = report.get(task)
         assert line.startswith(task)
         for key in ("auc", "gauc", "logloss", "positive_rate"):

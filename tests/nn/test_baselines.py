@@ -85,7 +85,8 @@ def test_baselines_read_fields_that_only_a_prior_group_holds(name):
         assert not torch.allclose(model(sparse, dense), model(other, dense))
 
 
-@pytest.mark.parametrize("name,options", [("mmoe", {"n_experts": 3}), ("ple", {"n_levels": 2, "task_experts": 2, "shared_experts": 2})])
+@pytest.mark.parametrize("name,options", [("mmoe", {"n_experts": 3}),
+                                          ("ple", {"n_levels": 2, "task_experts": 2, "shared_experts": 2})])
 def test_gate_weights_sum_to_one(name, options):
     model = build_model(LAYOUT, cfg(name, options=options))
     _, gates = model.forward_with_gates(*batch())

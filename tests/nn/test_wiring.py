@@ -40,7 +40,8 @@ def _backward(model, sparse, dense, labels=None) -> None:
 def _capture_epnet(model) -> dict:
     """Record O_ep and delta_domain on every forward (a hook on the EPNet module)."""
     seen: dict = {}
-    model.epnet.register_forward_hook(lambda m, i, o: seen.update(o_ep=o[0].detach().clone(), delta=o[1].detach().clone()))
+    model.epnet.register_forward_hook(
+        lambda m, i, o: seen.update(o_ep=o[0].detach().clone(), delta=o[1].detach().clone()))
     return seen
 
 
@@ -200,7 +201,7 @@ def test_task_towers_are_independent_mlps():
     out = towers(x)
     for t in range(3):
         h = x
-        for w, b in zip(towers.weights, towers.biases):
+        for w, b in zip(towers.weights, towers.biases, strict=True):
             h = torch.relu(h @ w[t] + b[t])
         torch.testing.assert_close(out[:, t], (h @ towers.out_weight[t] + towers.out_bias[t]).squeeze(-1))
 
@@ -217,10 +218,12 @@ def test_domain_drives_epnet_and_priors_drive_ppnet(tiny):
         o_ep, delta = seen["o_ep"], seen["delta"]
 
         other_domain = sparse.clone()
-        other_domain[:, DOMAIN] = tiny.rows(DOMAIN).start + (sparse[:, DOMAIN] - tiny.rows(DOMAIN).start) % (tiny.VOCAB - 1) + 1
+        start = tiny.rows(DOMAIN).start
+        other_domain[:, DOMAIN] = start + (sparse[:, DOMAIN] - start) % (tiny.VOCAB - 1) + 1
         assert torch.all(other_domain[:, DOMAIN] != sparse[:, DOMAIN])
         logits_d, _ = model.forward_with_gates(other_domain, dense)
-        assert (seen["o_ep"] - o_ep).abs().amax(dim=(1, 2)).min() > 1e-6, "changing the domain must change O_ep of every row"
+        changed = (seen["o_ep"] - o_ep).abs().amax(dim=(1, 2))
+        assert changed.min() > 1e-6, "changing the domain must change O_ep of every row"
         assert (logits_d - logits).abs().max() > 1e-6
 
         for field in (USER, ITEM, AUTHOR):
@@ -230,7 +233,8 @@ def test_domain_drives_epnet_and_priors_drive_ppnet(tiny):
             logits_p, gates_p = model.forward_with_gates(other_prior, dense)
             torch.testing.assert_close(seen["o_ep"], o_ep, rtol=0, atol=0)   # EPNet does not read priors
             torch.testing.assert_close(seen["delta"], delta, rtol=0, atol=0)
-            assert (logits_p - logits).abs().amax(dim=1).min() > 1e-7, f"prior field {field} must change every row's logits"
+            changed = (logits_p - logits).abs().amax(dim=1)
+            assert changed.min() > 1e-7, f"prior field {field} must change every row's logits"
             for layer in range(len(model.ppnet.gates)):
                 assert (gates_p[f"ppnet.{layer}"] - gates[f"ppnet.{layer}"]).abs().max() > 1e-6
 
@@ -327,7 +331,7 @@ def test_ppnet_gate_slice_t_scales_tower_t_only(gate_mode):
         torch.testing.assert_close(deltas[0], gate(torch.cat([prior, o_ep], 1)).view(16, 3, -1))  # the [B, T, w] view
         for t in range(3):
             parts = gate.parts  # zero task t's slice:
-            gate.parts = lambda x, n, c=None, only=None, t=t: {
+            gate.parts = lambda x, n, c=None, only=None, t=t, parts=parts: {
                 s: (lambda p=p, s=s: p() * (s != t)) for s, p in parts(x, n, c, only).items()}
             logits, _ = ppnet(o_ep, prior)
             del gate.parts

@@ -3,7 +3,8 @@ TorchRec tables, sharded with DistributedModelParallel, must give the outputs of
 
 usage: torchrun --nproc_per_node 2 tests/nn/torchrec_worker.py SHARDING_TYPE[,SHARDING_TYPE...] OUT_DIR
 (a sharding type of TorchRec, or ``planner`` to let TorchRec's planner choose); writes OUT_DIR/result.TYPE.txt:
-max |sharded - plain| (outputs, and the gathered state_dict) after loading the plain weights, the same before loading, world size, sharding types used.
+max |sharded - plain| (outputs, and the gathered state_dict) after loading the plain weights, the same before
+loading, world size, sharding types used.
 """
 from __future__ import annotations
 
@@ -65,7 +66,8 @@ def check(sharding: str, out: Path) -> None:
     result = torch.tensor([err, -before])
     dist.all_reduce(result, op=dist.ReduceOp.MAX)
     if rank == 0:
-        (out / f"result.{sharding}.txt").write_text(f"{result[0].item()!r} {-result[1].item()!r} {world} {','.join(kinds)}\n")
+        line = f"{result[0].item()!r} {-result[1].item()!r} {world} {','.join(kinds)}\n"
+        (out / f"result.{sharding}.txt").write_text(line)
 
 
 if __name__ == "__main__":

@@ -163,7 +163,8 @@ def test_every_bad_request_class_gets_a_4xx_naming_field_and_row(setup, server):
         assert err["message"], name
     # a body that never completes is cut off after --timeout-s
     with socket.create_connection(("127.0.0.1", server), timeout=20) as s:
-        s.sendall(b"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\ncontent-length: 100\r\n\r\n{")
+        s.sendall(b"POST /v1/score HTTP/1.1\r\nhost: x\r\ncontent-type: application/json\r\n"
+                  b"content-length: 100\r\n\r\n{")
         raw = b""
         while b"}}" not in raw:  # the status line, then the JSON body (possibly in a second packet)
             chunk = s.recv(4096)

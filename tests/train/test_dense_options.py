@@ -85,7 +85,7 @@ def test_ema_saves_the_moving_average_of_the_dense_weights(tmp_path):
     # resume restores the average
     again, _ = _tiny_trainer(tmp_path, ema_decay=decay)
     assert again.resume()
-    for a, b in zip(again.ema, trainer.ema):
+    for a, b in zip(again.ema, trainer.ema, strict=True):
         assert torch.equal(a, b)
     assert load_checkpoint(tmp_path / CHECKPOINT)["ema"]
 

@@ -40,7 +40,8 @@ def tree(n_rows: int = 3000, **train) -> dict:
     """A small deterministic run on the synthetic generator (dropout on, so the dropout RNG matters)."""
     return {
         "data": {"dataset": "synthetic", "split": {"method": "chronological", "fractions": [0.8, 0.1, 0.1]},
-                 "synthetic": {"n_rows": n_rows, "n_users": 300, "n_items": 500, "n_authors": 60, "n_dense": 1, "seed": 5}},
+                 "synthetic": {"n_rows": n_rows, "n_users": 300, "n_items": 500, "n_authors": 60, "n_dense": 1,
+                               "seed": 5}},
         "schema": SCHEMA,
         "model": {"embedding_dim": 8, "hidden_units": [32, 16], "gate_hidden": 8, "dropout": 0.2},
         "train": {"epochs": 2, "batch_size": 48, "progress": False, "deterministic": True, "threads": 1,
@@ -87,7 +88,8 @@ def test_damaged_checkpoint_is_named(tmp_path, damage):
         load_checkpoint(path)
     msg = str(err.value)
     assert str(path) in msg
-    assert ("corrupted or truncated" in msg) if damage in ("flip", "truncate") else ("truncated or not a pepnet checkpoint" in msg)
+    expected = "corrupted or truncated" if damage in ("flip", "truncate") else "truncated or not a pepnet checkpoint"
+    assert expected in msg
 
 
 def test_failed_write_keeps_the_previous_checkpoint(tmp_path, monkeypatch):
@@ -112,7 +114,7 @@ def test_truncated_model_weights_are_named_by_the_cli(tmp_path, torch_globals):
     (run / "model.pt").write_bytes(raw[:-10])
     result = CliRunner().invoke(app, ["evaluate", str(run)])
     assert result.exit_code == 2
-    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and f"checkpoint {run / 'model.pt'} is corrupted or truncated" in errors[0]
 
 
@@ -211,7 +213,7 @@ def test_nan_loss_skipped_with_on_nan_skip(tmp_path, nan_model, torch_globals):
     state = load_checkpoint(tmp_path / "run" / CHECKPOINT)["state"]
     n_batches = -(-960 // 48)
     assert state["skipped_batches"] == 1 and state["step"] == n_batches - 1 and state["batch"] == 0
-    assert any("skipping batch with non-finite loss at epoch 1, batch 4, task(s) ['like']" in l for l in lines)
+    assert any("skipping batch with non-finite loss at epoch 1, batch 4, task(s) ['like']" in ln for ln in lines)
     assert all(torch.isfinite(p).all() for p in run.model.parameters())
     assert np.isfinite(run.report.summary()["mean_auc"])
 
@@ -258,7 +260,8 @@ def test_trainer_direct_nan_from_input(tmp_path):
     n, bs = 64, 16
     rng = np.random.default_rng(0)
     dense = rng.normal(size=(n, 1)).astype(np.float32)
-    data = EncodedData(sparse=rng.integers(0, 5, (n, 2)), dense=dense, labels=rng.integers(0, 2, (n, 2)).astype(np.float32),
+    data = EncodedData(sparse=rng.integers(0, 5, (n, 2)), dense=dense,
+                       labels=rng.integers(0, 2, (n, 2)).astype(np.float32),
                        domain=np.zeros(n, np.int64), user=np.arange(n), domain_names=["d"])
     order = torch.randperm(n, generator=torch.Generator().manual_seed(7))  # the trainer's epoch-0 order (seed + 0)
     data.dense[int(order[2 * bs + 3]), 0] = np.inf                       # a row of the third batch
@@ -319,9 +322,10 @@ def test_fit_refuses_over_memory_limit_before_building(tmp_path, torch_globals):
     assert not (tmp_path / "run" / "model.pt").exists() and not (tmp_path / "run" / CHECKPOINT).exists()
     cfg = tmp_path / "exp.yaml"
     cfg.write_text(yaml.safe_dump(tree(n_rows=600, epochs=1)))
-    result = CliRunner().invoke(app, ["fit", str(cfg), "--out", str(tmp_path / "cli"), "--set", "train.memory_limit_gb=0.0001"])
+    result = CliRunner().invoke(app, ["fit", str(cfg), "--out", str(tmp_path / "cli"),
+                                      "--set", "train.memory_limit_gb=0.0001"])
     assert result.exit_code == 2
-    errors = [l for l in result.stderr.splitlines() if l.startswith("error:")]
+    errors = [ln for ln in result.stderr.splitlines() if ln.startswith("error:")]
     assert len(errors) == 1 and errors[0].startswith("error: not enough memory: training needs about")
     # the same run under a sufficient limit trains
     pepnet.fit(parse_config(tree(n_rows=600, epochs=1, memory_limit_gb=1)), tmp_path / "ok", log=lambda _: None)
