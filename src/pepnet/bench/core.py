@@ -327,7 +327,7 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
     return result
 
 
-def si(x: float | None, unit: str = "", like: float | None = None) -> str:
+def _si(x: float | None, like: float | None = None) -> str:
     """``x`` with an SI suffix and two decimals (16.06k, 3.79M), or ``-`` for a missing figure; the suffix is
     the one ``like`` would get (so that the figures of one cell share it), by default ``x``'s."""
     if x is None or (isinstance(x, float) and not np.isfinite(x)):
@@ -335,12 +335,8 @@ def si(x: float | None, unit: str = "", like: float | None = None) -> str:
     scale = abs(x if like is None else like)
     for div, suffix in ((1e12, "T"), (1e9, "G"), (1e6, "M"), (1e3, "k")):
         if scale >= div:
-            return f"{x / div:.2f}{suffix}{unit}"
-    return f"{x:.1f}{unit}"
-
-
-def _count(x: float, like: float | None = None) -> str:
-    return si(x, like=like)
+            return f"{x / div:.2f}{suffix}"
+    return f"{x:.1f}"
 
 
 def _percent(x: float, like: float | None = None) -> str:
@@ -354,7 +350,7 @@ def _times(x: float, like: float | None = None) -> str:
 # how each summarised figure of a result row is written, as fmt(x, like): x in the unit ``like`` would get
 # (the bench's table, benchmarks/cpu_tables.py)
 FIGURE_FORMATS: dict[str, Callable[[float, float | None], str]] = {
-    "train_sps": _count, "train_fraction_of_bound": _percent, "infer_sps": _count, "infer_fraction_of_bound": _percent,
+    "train_sps": _si, "train_fraction_of_bound": _percent, "infer_sps": _si, "infer_fraction_of_bound": _percent,
     "train_vs_reference": _times, "infer_vs_reference": _times}
 
 
@@ -391,7 +387,7 @@ def format_table(result: dict) -> str:
             continue
         cells = [r["variant"], str(r["batch_size"]), "yes" if r.get("compile") else "no",
                  *(_cell(r, key) for key in FIGURE_FORMATS),
-                 f"{si(r['train_flops_per_sample'])} / {si(r['infer_flops_per_sample'])}"]
+                 f"{_si(r['train_flops_per_sample'])} / {_si(r['infer_flops_per_sample'])}"]
         lines.append(" ".join(f"{c:<{w}}" for c, (_, w) in zip(cells, cols, strict=True)))
     lines.append(f"median [interquartile range] over {result['repeats']} interleaved rounds of {result['steps']} "
                  "steps; train/s, infer/s: samples/s; of bound: samples/s over the rate a step would reach doing only "

@@ -62,7 +62,6 @@ def resolve_device(name: str) -> torch.device:
     return dev
 
 
-
 def compiler_available(device: torch.device) -> bool:
     """Whether torch.compile (inductor) can generate code for ``device``: the C++ compiler it calls on CPU
     (``$CXX``, else g++, clang++ on macOS), Triton on CUDA."""
