@@ -10,6 +10,7 @@ import pytest
 import torch
 from typer.testing import CliRunner
 
+from pepnet.bench.ablations import interleaved_ms
 from pepnet.bench.flops import GemmRecorder, replay_seconds
 from pepnet.cli import app
 
@@ -76,3 +77,15 @@ def test_bench_cli_on_tiny_synthetic(tmp_path):
     assert ref["infer_flops_per_sample"] == pytest.approx(plain["infer_flops_per_sample"], rel=0.02)
     assert plain["train_flops_per_sample"] < ref["train_flops_per_sample"] < 1.1 * plain["train_flops_per_sample"]
     assert [a["name"].split()[0] for a in r["ablations"]] == ["towers", "embedding", "embedding"]
+    for a in r["ablations"]:  # interleaved like the main rows: median and quartiles of each side and of b / a
+        for key in ("a_ms", "b_ms", "b_over_a"):
+            assert 0 < a[key]["q1"] <= a[key]["median"] <= a[key]["q3"], (a["b_label"], key)
+    assert "b / a" in res.output and "interleaved rounds" in res.output
+
+
+def test_interleaved_ms_rotates_the_order_every_round():
+    order = []
+    times = interleaved_ms({k: (lambda k=k: order.append(k)) for k in "abc"}, torch.device("cpu"), repeats=3,
+                           inner=1)
+    assert {k: len(v) for k, v in times.items()} == {"a": 3, "b": 3, "c": 3}
+    assert order[3:] == list("abc" "bca" "cab")  # after one untimed call each

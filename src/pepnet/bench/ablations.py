@@ -2,11 +2,16 @@
 
 * towers: one tower after the other (:class:`~pepnet.nn.TaskTowers`, each tower's activations stay in cache)
   against all T towers stacked in one ``baddbmm`` per layer ([T, B, w] activations), same weights and gates,
-  forward + backward;
+  forward + backward, eager (the bench's own rows measure the compiled model, where a compiler exists);
 * embeddings: the fused table with sparse (row-wise) gradients and RowWiseAdagrad (which applies a small table's
   gradient to the whole table on CPU), against
   torch.optim.Adagrad on the same sparse gradients (coalesce) and against dense gradients (a full-table
   gradient every step); lookup + backward + Adagrad step.
+
+Like the bench's main rows, the alternatives of one ablation are timed interleaved: round after round
+(``repeats``), each runs one window of ``inner`` calls, in an order rotated every round, so that all of them see
+the same load. Each alternative's ms per call and each ratio to the first (taken round by round) are given as
+median and interquartile range over the rounds (:func:`~pepnet.bench.core.spread`).
 """
 from __future__ import annotations
 
@@ -20,21 +25,35 @@ from ..config import ExperimentConfig
 from ..data.batches import TensorData
 from ..nn import FeatureEmbedding, TaskTowers
 from ..train.sparse_adagrad import RowWiseAdagrad
+from .core import _sync, spread
 
 
-def _median_ms(fn: Callable[[], None], device: torch.device, repeats: int = 7, inner: int = 5) -> float:
-    fn()
-    times = []
-    for _ in range(repeats):
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        t0 = time.perf_counter()
-        for _ in range(inner):
-            fn()
-        if device.type == "cuda":
-            torch.cuda.synchronize(device)
-        times.append((time.perf_counter() - t0) / inner * 1e3)
-    return statistics.median(times)
+def interleaved_ms(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int,
+                   inner: int = 5) -> dict[str, list[float]]:
+    """ms per call of each of ``fns`` (label -> call), one window of ``inner`` calls per label and round, over
+    ``repeats`` rounds in an order rotated every round (after one untimed call each): label -> [ms per round]."""
+    for fn in fns.values():
+        fn()
+    labels = list(fns)
+    times: dict[str, list[float]] = {label: [] for label in labels}
+    for r in range(repeats):
+        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+            _sync(device)
+            t0 = time.perf_counter()
+            for _ in range(inner):
+                fns[label]()
+            _sync(device)
+            times[label].append((time.perf_counter() - t0) / inner * 1e3)
+    return times
+
+
+def _rows(name: str, times: dict[str, list[float]], notes: dict[str, str]) -> list[dict]:
+    """One result row per alternative after the first (``a``, the design pepnet uses): both ms-per-call
+    spreads and the per-round ratio b / a."""
+    (a_label, a), *others = times.items()
+    return [{"name": name, "a_label": a_label, "a_ms": spread(a), "b_label": b_label, "b_ms": spread(b),
+             "b_over_a": spread([y / x for x, y in zip(a, b, strict=True)]), "note": notes.get(b_label, "")}
+            for b_label, b in others]
 
 
 def _slices(gates: list[torch.Tensor]) -> Callable[[int, int], torch.Tensor]:
@@ -51,8 +70,10 @@ def _stacked_towers(towers: TaskTowers, x: torch.Tensor, gates: list[torch.Tenso
     return torch.baddbmm(towers.out_bias, h, towers.out_weight).squeeze(-1).transpose(0, 1)
 
 
-def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: torch.device,
+def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: torch.device, repeats: int = 5,
                   log: Callable[[str], None] = print) -> list[dict]:
+    """The ablations of the module docstring at the config's batch size, each interleaved over ``repeats``
+    rounds; one row per (design, alternative) pair."""
     mc, tc = config.model, config.train
     B, d, T = tc.batch_size, mc.embedding_dim, layout.n_tasks
     amp = tc.amp == "bf16"
@@ -74,41 +95,37 @@ def run_ablations(config: ExperimentConfig, layout, data: TensorData, device: to
             y.float().sum().backward()
         return step
 
-    a = _median_ms(run(lambda m, x, g: m(x, _slices(g))), device)
-    b = _median_ms(run(_stacked_towers), device)
-    rows.append({"name": f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd", "a_label": "tower by tower",
-                 "a_ms": a, "b_label": "stacked baddbmm", "b_ms": b, "note": f"same outputs: {same}"})
-    log(f"[ablation] towers: tower by tower {a:.2f} ms, stacked {b:.2f} ms")
+    times = interleaved_ms({"tower by tower": run(lambda m, x, g: m(x, _slices(g))),
+                            "stacked baddbmm": run(_stacked_towers)}, device, repeats)
+    rows += _rows(f"towers {T}x{[in_dim, *mc.hidden_units]} fwd+bwd (eager)", times,
+                  {"stacked baddbmm": f"same outputs: {same}"})
+    log("[ablation] towers: " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in times.items()))
     del towers, x, gates, run
 
     # --- embeddings: RowWiseAdagrad vs torch's sparse Adagrad (coalesce) vs dense gradients
     batch = data.batch(slice(0, min(B, len(data)))).to(device)
-    res = {}
+    steps: dict[str, Callable[[], None]] = {}
+    mib: dict[str, float] = {}
     for label, opt_cls, sparse in (("RowWiseAdagrad", RowWiseAdagrad, True),
                                    ("torch sparse", torch.optim.Adagrad, True),
                                    ("dense grad", torch.optim.Adagrad, False)):
         emb = FeatureEmbedding(layout.num_embeddings, layout.n_dense, d, sparse_grad=sparse).to(device)
         opt = opt_cls(emb.embedding_parameters(), lr=tc.embedding_lr)
 
-        def step(opt=opt, emb=emb):  # this iteration's table and optimiser
+        def step(opt=opt, emb=emb):  # this alternative's table and optimiser
             opt.zero_grad(set_to_none=True)
             emb(batch.sparse, batch.dense).sum().backward()
             opt.step()
 
-        res[label] = _median_ms(step, device)
         step()
         g = emb.table.weight.grad
         assert g is not None  # step() just ran the backward pass
-        res[f"{label} MiB"] = (g._values().numel() if g.is_sparse else g.numel()) * g.element_size() / 2**20
-        del emb, opt, step
-    what = f"embedding {layout.num_embeddings:,} rows x {d}: lookup+bwd+Adagrad"
-    ours = res["RowWiseAdagrad"]
-    rows.append({"name": what, "a_label": "RowWiseAdagrad", "a_ms": ours, "b_label": "torch sparse",
-                 "b_ms": res["torch sparse"], "note": "RowWiseAdagrad vs torch.optim.Adagrad (coalesce)"})
-    rows.append({"name": what, "a_label": "RowWiseAdagrad", "a_ms": ours, "b_label": "dense grad",
-                 "b_ms": res["dense grad"],
-                 "note": f"gradient {res['RowWiseAdagrad MiB']:.1f} MiB (sparse) vs "
-                         f"{res['dense grad MiB']:.1f} MiB (dense)"})
-    log(f"[ablation] embedding: RowWiseAdagrad {ours:.2f} ms, torch sparse {res['torch sparse']:.2f} ms, "
-        f"dense {res['dense grad']:.2f} ms")
+        mib[label] = (g._values().numel() if g.is_sparse else g.numel()) * g.element_size() / 2**20
+        steps[label] = step
+    times = interleaved_ms(steps, device, repeats)
+    rows += _rows(f"embedding {layout.num_embeddings:,} rows x {d}: lookup+bwd+Adagrad", times,
+                  {"torch sparse": "RowWiseAdagrad vs torch.optim.Adagrad (coalesce)",
+                   "dense grad": f"gradient {mib['RowWiseAdagrad']:.1f} MiB (sparse) vs {mib['dense grad']:.1f} MiB "
+                                 "(dense)"})
+    log("[ablation] embedding: " + ", ".join(f"{k} {statistics.median(v):.2f} ms" for k, v in times.items()))
     return rows

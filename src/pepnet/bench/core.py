@@ -320,7 +320,7 @@ def run_bench(config_path: str, *, device: str = "cpu", batch_size: int | None =
     if ablations:
         from .ablations import run_ablations
 
-        result["ablations"] = run_ablations(config, layout, data, dev, log=log)
+        result["ablations"] = run_ablations(config, layout, data, dev, repeats=repeats, log=log)
     result["load_average_start"] = load_start
     result["load_average_end"] = load_average()
     result["cpu_steal"] = steal_fraction(cpu_start, CpuTimes.now())
@@ -361,6 +361,11 @@ def format_spread(summary: dict, key: str, dash: str = "-") -> str:
     return f"{fmt(m, m)} [{fmt(summary['q1'], m)}{dash}{fmt(summary['q3'], m)}]"
 
 
+def _ms(summary: dict, unit: str = " ms") -> str:
+    """An ablation's spread: ``median [q1-q3]`` with two decimals and ``unit``."""
+    return f"{summary['median']:.2f}{unit} [{summary['q1']:.2f}-{summary['q3']:.2f}]"
+
+
 def _cell(r: dict, key: str) -> str:
     return format_spread(r[key], key) if r.get(key) is not None else "-"
 
@@ -395,8 +400,9 @@ def format_table(result: dict) -> str:
                  "in the same round; matmul FLOPs/sample: training / inference; compiled: torch.compile'd dense "
                  "part (train.compile, auto: where a compiler exists)")
     if "ablations" in result:
-        lines += ["", "ablations (median ms per step at the bench batch size):"]
+        lines += ["", f"ablations (ms per call at the bench batch size, median [interquartile range] over "
+                      f"{result['repeats']} interleaved rounds; b / a taken round by round):"]
         for a in result["ablations"]:
-            lines.append(f"  {a['name']:<44} {a['a_label']:>12} {a['a_ms']:8.2f} ms   {a['b_label']:>12} "
-                         f"{a['b_ms']:8.2f} ms   ({a['b_ms'] / a['a_ms']:.2f}x)  {a.get('note', '')}")
+            lines.append(f"  {a['name']:<44} a: {a['a_label']} {_ms(a['a_ms'])}   b: {a['b_label']} {_ms(a['b_ms'])}"
+                         f"   b / a {_ms(a['b_over_a'], 'x')}  {a.get('note', '')}")
     return "\n".join(lines)
