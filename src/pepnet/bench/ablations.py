@@ -25,7 +25,8 @@ from ..config import ExperimentConfig
 from ..data.batches import TensorData
 from ..nn import FeatureEmbedding, TaskTowers
 from ..train.sparse_adagrad import RowWiseAdagrad
-from .core import _sync, spread
+from .core import spread
+from .flops import sync
 
 
 def interleaved_ms(fns: dict[str, Callable[[], None]], device: torch.device, repeats: int,
@@ -38,11 +39,11 @@ def interleaved_ms(fns: dict[str, Callable[[], None]], device: torch.device, rep
     times: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(repeats):
         for label in labels[r % len(labels):] + labels[:r % len(labels)]:
-            _sync(device)
+            sync(device)
             t0 = time.perf_counter()
             for _ in range(inner):
                 fns[label]()
-            _sync(device)
+            sync(device)
             times[label].append((time.perf_counter() - t0) / inner * 1e3)
     return times
 

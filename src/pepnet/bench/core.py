@@ -31,7 +31,7 @@ from ..nn import PEPNet, build_model
 from ..prepare import layout_from_encoder, prepare
 from ..train.runtime import resolve_device, seed_everything
 from ..train.trainer import Trainer
-from .flops import Gemm, GemmRecorder, replay_seconds
+from .flops import Gemm, GemmRecorder, replay_seconds, sync
 from .machine import CpuTimes, load_average, steal_fraction, steal_note
 from .reference import ReferencePEPNet, ReferenceTrainer, copy_weights, local_ids, shuffled_batches
 
@@ -40,22 +40,17 @@ REFERENCE = "reference"
 FIGURES = ("train_sps", "infer_sps", "train_bound_sps", "infer_bound_sps")
 
 
-def _sync(device: torch.device) -> None:
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-
-
 def time_window(step: Callable[[], int], device: torch.device, steps: int, max_window_s: float) -> float:
     """Samples / second over up to ``steps`` calls of ``step`` (each returns its batch size), ending early
     after ``max_window_s`` seconds (at least one call)."""
-    _sync(device)
+    sync(device)
     n, k, t0 = 0, 0, time.perf_counter()
     while k < steps:
         n += step()
         k += 1
         if time.perf_counter() - t0 > max_window_s:
             break
-    _sync(device)
+    sync(device)
     return n / (time.perf_counter() - t0)
 
 

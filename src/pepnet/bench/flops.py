@@ -65,7 +65,8 @@ class GemmRecorder(TorchDispatchMode):
         return sum(g.flops for g in self.gemms)
 
 
-def _sync(device: torch.device) -> None:
+def sync(device: torch.device) -> None:
+    """Wait for ``device``'s queued work (CUDA); a no-op on CPU, where calls return when done."""
     if device.type == "cuda":
         torch.cuda.synchronize(device)
 
@@ -88,14 +89,14 @@ def replay_seconds(gemms: list[Gemm], device: torch.device, repeats: int = 5, mi
             fn(*ops, **kw)
 
     once()
-    _sync(device)
+    sync(device)
     times = []
     for _ in range(repeats):
         n, t0 = 0, time.perf_counter()
         while True:
             once()
             n += 1
-            _sync(device)
+            sync(device)
             if time.perf_counter() - t0 >= min_seconds:
                 break
         times.append((time.perf_counter() - t0) / n)
