@@ -4,9 +4,8 @@
   against all T towers stacked in one ``baddbmm`` per layer ([T, B, w] activations), same weights and gates,
   forward + backward, eager (the bench's own rows measure the compiled model, where a compiler exists);
 * embeddings: the fused table with sparse (row-wise) gradients and RowWiseAdagrad (which applies a small table's
-  gradient to the whole table on CPU), against
-  torch.optim.Adagrad on the same sparse gradients (coalesce) and against dense gradients (a full-table
-  gradient every step); lookup + backward + Adagrad step.
+  gradient to the whole table on CPU), against torch.optim.Adagrad on the same sparse gradients (coalesce) and
+  against dense gradients (a full-table gradient every step); lookup + backward + Adagrad step.
 
 Like the bench's main rows, the alternatives of one ablation are timed interleaved: round after round
 (``repeats``), each runs one window of ``inner`` calls, in an order rotated every round, so that all of them see
