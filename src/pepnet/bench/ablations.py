@@ -24,7 +24,7 @@ from ..config import ExperimentConfig
 from ..data.batches import TensorData
 from ..nn import FeatureEmbedding, TaskTowers
 from ..train.sparse_adagrad import RowWiseAdagrad
-from .core import spread
+from .core import rotated, spread
 from .flops import sync
 
 
@@ -37,7 +37,7 @@ def interleaved_ms(fns: dict[str, Callable[[], None]], device: torch.device, rep
     labels = list(fns)
     times: dict[str, list[float]] = {label: [] for label in labels}
     for r in range(repeats):
-        for label in labels[r % len(labels):] + labels[:r % len(labels)]:
+        for label in rotated(labels, r):
             sync(device)
             t0 = time.perf_counter()
             for _ in range(inner):

@@ -20,7 +20,7 @@ import resource
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, cast
+from typing import Any, TypeVar, cast
 
 import numpy as np
 import torch
@@ -38,6 +38,7 @@ from .reference import ReferencePEPNet, ReferenceTrainer, copy_weights, local_id
 REFERENCE = "reference"
 # figures measured each round (ratios to the reference are added per round)
 FIGURES = ("train_sps", "infer_sps", "train_bound_sps", "infer_bound_sps")
+T = TypeVar("T")
 
 
 def time_window(step: Callable[[], int], device: torch.device, steps: int, max_window_s: float) -> float:
@@ -211,12 +212,19 @@ def reference_contender(config: ExperimentConfig, prep, layout, device: torch.de
                      {"amp": tc.amp, "compile": False, "data_on_device": tc.data_on_device})
 
 
+def rotated(items: list[T], r: int) -> list[T]:
+    """The order of round ``r`` of an interleaved run: ``items`` rotated left by r, so that each leads once every
+    ``len(items)`` rounds."""
+    k = r % len(items)
+    return items[k:] + items[:k]
+
+
 def run_rounds(contenders: list[Contender], device: torch.device, repeats: int, steps: int, max_window_s: float,
                log: Callable[[str], None]) -> dict[str, list[dict[str, float]]]:
     """``repeats`` interleaved rounds (see the module docstring); contender name -> one dict of FIGURES per round."""
     rounds: dict[str, list[dict[str, float]]] = {c.name: [] for c in contenders}
     for r in range(repeats):
-        order = contenders[r % len(contenders):] + contenders[:r % len(contenders)]
+        order = rotated(contenders, r)
         got: dict[str, dict[str, float]] = {c.name: {} for c in contenders}
         for c in order:
             got[c.name]["train_sps"] = time_window(c.train_step, device, steps, max_window_s)
